@@ -1,0 +1,1 @@
+"""Spaced infrastructure toolkit: topology model, pure plans, thin Pulumi layer, application stack."""

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh Debian machine (run as root):
+# Debian packages, the Python virtualenv with the project, and the npm packages of the tests and the web page.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  docker.io            # the local Docker engine (swarm mode) for the stack and its end-to-end tests
+  redis-server         # item_socket's scale-out tests
+  nginx                # `nginx -t` of the rendered config, and the nginx image
+  prometheus           # promtool, and the prometheus image
+  wireguard-tools wireguard-go   # the mesh test in network namespaces
+  debootstrap          # base images without a registry
+  iproute2 iputils-ping
+  chromium             # headless browser tests of the board page
+  nodejs npm
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if ! command -v node >/dev/null; then :; fi
+  # node and npm may come from outside Debian on this machine; do not replace them.
+  if command -v node >/dev/null && command -v npm >/dev/null; then
+    missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}")
+  fi
+  echo "install-deps: apt-get install ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ${missing[*]}
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[infra,dev]'
+
+if [ -f package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+else
+  npm install --no-audit --no-fund --loglevel=error
+fi
+echo "install-deps: done"
