@@ -7,29 +7,24 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   docker.io            # the local Docker engine (swarm mode) for the stack and its end-to-end tests
-  redis-server         # item_socket's scale-out tests
   nginx                # `nginx -t` of the rendered config, and the nginx image
   prometheus           # promtool, and the prometheus image
   wireguard-tools wireguard-go   # the mesh test in network namespaces
   debootstrap          # base images without a registry
   iproute2 iputils-ping
   chromium             # headless browser tests of the board page
-  nodejs npm
 )
+# Node.js may come from outside Debian on this machine; install Debian's only when there is none.
+command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-  if ! command -v node >/dev/null; then :; fi
-  # node and npm may come from outside Debian on this machine; do not replace them.
-  if command -v node >/dev/null && command -v npm >/dev/null; then
-    missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}")
-  fi
   echo "install-deps: apt-get install ${missing[*]}"
   apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ${missing[*]}
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
 if [ ! -x .venv/bin/python ]; then
