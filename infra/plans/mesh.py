@@ -1,0 +1,367 @@
+"""The WireGuard mesh as a plan: addresses, keys, one config per node and the script that applies it.
+
+Every node gets a static address in the mesh range and lists every other node as a peer
+(a full mesh). The swarm advertises on these addresses, so its ports never face the internet;
+the only port a node opens to the others is the WireGuard listen port (UDP).
+
+Pure functions only: the Pulumi layer (infra/components/mesh.py) calls them inside `.apply`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import ipaddress
+import json
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+INTERFACE = "wg0"
+CONFIG_PATH = f"/etc/wireguard/{INTERFACE}.conf"
+PERSISTENT_KEEPALIVE_SECONDS = 25  # keeps NAT mappings (AWS/GCP 1:1 NAT) open between handshakes
+INTERFACE_WAIT_SECONDS = 30
+
+_KEY_BYTES = 32
+# Node names go into config comments and resource names: keep them to one harmless line.
+_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# Keys that only wg-quick understands; `wg setconf` rejects them (this is what `wg-quick strip` removes).
+_WG_QUICK_ONLY_KEYS = frozenset(
+    {"address", "dns", "mtu", "table", "preup", "postup", "predown", "postdown", "saveconfig"}
+)
+
+
+class MeshError(ValueError):
+    """A mesh plan input is invalid (addresses, keys, peers or ports)."""
+
+
+# --- addresses ---------------------------------------------------------------------------------
+
+
+def _mesh_network(cidr: str) -> ipaddress.IPv4Network:
+    try:
+        network = ipaddress.ip_network(cidr, strict=True)
+    except ValueError as error:
+        raise MeshError(
+            f"mesh.cidr {cidr!r} is not a network range ({error}); write it like 10.210.0.0/24"
+        ) from None
+    if not isinstance(network, ipaddress.IPv4Network):
+        raise MeshError(f"mesh.cidr {cidr!r} is IPv6; the mesh uses an IPv4 range such as 10.210.0.0/24")
+    if network.prefixlen > 30:
+        raise MeshError(f"mesh.cidr {cidr!r} is too small for a mesh; use at least a /30 (better a /24)")
+    return network
+
+
+def _usable_count(network: ipaddress.IPv4Network) -> int:
+    return network.num_addresses - 2  # the network and broadcast addresses are never handed out
+
+
+def allocate_mesh_addresses(
+    node_names: Sequence[str], cidr: str, pinned: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Give every node a mesh address in `cidr`, keyed by node name in the order given.
+
+    Stable without stored state: an unpinned node's address is picked from a hash of its name
+    (linear probing on collision, names taken in sorted order), so adding or removing other
+    nodes does not move it unless their hashes collide. `pinned` fixes addresses outright
+    (for example to keep an address a running swarm already advertises); pins are checked to be
+    inside the range, usable and unique.
+    """
+    pinned = dict(pinned or {})
+    network = _mesh_network(cidr)
+    names = list(node_names)
+    seen: set[str] = set()
+    for name in names:
+        if not isinstance(name, str) or not _NODE_NAME.match(name):
+            raise MeshError(
+                f"mesh node name {name!r} is not valid: use letters, digits, '.', '_' or '-' (max 63)"
+            )
+        if name in seen:
+            raise MeshError(f"mesh node name {name!r} appears twice; node names must be unique")
+        seen.add(name)
+    usable = _usable_count(network)
+    if len(names) > usable:
+        needed_prefix = 32 - max(2, (len(names) + 1).bit_length())
+        raise MeshError(
+            f"mesh.cidr {cidr} has {usable} usable addresses but there are {len(names)} nodes; "
+            f"use a larger range (at least a /{needed_prefix})"
+        )
+
+    taken: dict[ipaddress.IPv4Address, str] = {}
+    addresses: dict[str, ipaddress.IPv4Address] = {}
+    for name, raw in sorted(pinned.items()):
+        if name not in seen:
+            raise MeshError(f"mesh pin for {name!r} names no node; nodes are: {', '.join(names) or '(none)'}")
+        try:
+            address = ipaddress.IPv4Address(raw)
+        except ValueError:
+            raise MeshError(f"mesh pin for {name!r}: {raw!r} is not an IPv4 address") from None
+        if address not in network:
+            raise MeshError(f"mesh pin for {name!r}: {address} is outside mesh.cidr {cidr}")
+        if address in (network.network_address, network.broadcast_address):
+            raise MeshError(
+                f"mesh pin for {name!r}: {address} is the network or broadcast address of {cidr}; "
+                "pick a host address"
+            )
+        if address in taken:
+            raise MeshError(f"mesh pin for {name!r}: {address} is already pinned for {taken[address]!r}")
+        taken[address] = name
+        addresses[name] = address
+
+    first_host = int(network.network_address) + 1
+    for name in sorted(n for n in names if n not in addresses):
+        slot = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % usable
+        for probe in range(usable):
+            candidate = ipaddress.IPv4Address(first_host + (slot + probe) % usable)
+            if candidate not in taken:
+                taken[candidate] = name
+                addresses[name] = candidate
+                break
+    return {name: str(addresses[name]) for name in names}
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+
+def _decode_key(key_b64: str, what: str) -> bytes:
+    try:
+        raw = base64.b64decode(key_b64.strip(), validate=True)
+    except (binascii.Error, AttributeError):
+        raw = b""
+    if len(raw) != _KEY_BYTES:
+        raise MeshError(f"{what} is not a WireGuard key: expected base64 of {_KEY_BYTES} bytes (44 chars)")
+    return raw
+
+
+def generate_private_key() -> str:
+    """A new WireGuard private key, base64, clamped exactly like `wg genkey` output.
+
+    Clamping does not change the key's meaning (X25519 clamps anyway) but makes `wg showconf`
+    print back the very key we wrote, so `wg syncconf` sees no difference on re-apply.
+    """
+    raw = bytearray(X25519PrivateKey.generate().private_bytes_raw())
+    raw[0] &= 248
+    raw[31] = (raw[31] & 127) | 64
+    return base64.b64encode(bytes(raw)).decode()
+
+
+def public_key_from_private(private_key_b64: str) -> str:
+    """The base64 public key of a base64 WireGuard private key (what `wg pubkey` prints)."""
+    raw = _decode_key(private_key_b64, "the private key")
+    public = X25519PrivateKey.from_private_bytes(raw).public_key().public_bytes_raw()
+    return base64.b64encode(public).decode()
+
+
+# --- configs -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MeshPeer:
+    """One node as the others see it: where to reach it and who it is."""
+
+    name: str
+    endpoint_host: str  # public IPv4/IPv6 address (or DNS name) the node's WireGuard port listens on
+    mesh_ip: str
+    public_key: str
+
+
+def _endpoint(peer: MeshPeer, listen_port: int) -> str:
+    host = peer.endpoint_host.strip()
+    if not host or any(ch.isspace() or ch in "#[]=" for ch in host):
+        raise MeshError(f"mesh peer {peer.name!r}: public endpoint {peer.endpoint_host!r} is not a host")
+    try:
+        if isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address):
+            return f"[{host}]:{listen_port}"
+    except ValueError:
+        pass  # a DNS name: wg resolves it when the config is set
+    return f"{host}:{listen_port}"
+
+
+def _check_peer(peer: MeshPeer, network: ipaddress.IPv4Network) -> None:
+    if not _NODE_NAME.match(peer.name):
+        raise MeshError(f"mesh peer name {peer.name!r} is not valid: use letters, digits, '.', '_' or '-'")
+    try:
+        address = ipaddress.IPv4Address(peer.mesh_ip)
+    except ValueError:
+        raise MeshError(f"mesh peer {peer.name!r}: mesh_ip {peer.mesh_ip!r} is not an IPv4 address") from None
+    if address not in network:
+        raise MeshError(f"mesh peer {peer.name!r}: mesh_ip {address} is outside the mesh range {network}")
+    _decode_key(peer.public_key, f"the public key of mesh peer {peer.name!r}")
+
+
+def render_wireguard_config(
+    node: MeshPeer, private_key: str, peers: Sequence[MeshPeer], listen_port: int, *, mesh_cidr: str
+) -> str:
+    """The wg-quick config (`/etc/wireguard/wg0.conf`) of `node`: every other node is a peer.
+
+    `peers` may include `node` itself (pass the whole mesh); it is skipped. The interface address
+    carries the mesh prefix length so one connected route covers every peer, including peers
+    added later by `wg syncconf` (which, unlike `wg-quick up`, adds no routes).
+    """
+    if not 1 <= listen_port <= 65535:
+        raise MeshError(f"mesh.listen_port {listen_port} is not a UDP port (1-65535)")
+    network = _mesh_network(mesh_cidr)
+    _check_peer(node, network)
+    if public_key_from_private(private_key) != node.public_key:
+        raise MeshError(f"mesh node {node.name!r}: its private key does not match its public key")
+
+    others = [peer for peer in peers if peer.name != node.name]
+    names, ips, keys = {node.name}, {node.mesh_ip}, {node.public_key}
+    for peer in others:
+        _check_peer(peer, network)
+        for value, used, what in (
+            (peer.name, names, "name"),
+            (peer.mesh_ip, ips, "mesh_ip"),
+            (peer.public_key, keys, "public key"),
+        ):
+            if value in used:
+                raise MeshError(f"mesh peer {peer.name!r}: {what} {value} is used by another node")
+            used.add(value)
+
+    lines = [
+        f"# WireGuard mesh: node {node.name} (managed by Pulumi, spaced:mesh; edits are overwritten)",
+        "[Interface]",
+        f"Address = {node.mesh_ip}/{network.prefixlen}",
+        f"ListenPort = {listen_port}",
+        f"PrivateKey = {private_key.strip()}",
+    ]
+    for peer in sorted(others, key=lambda p: p.name):
+        lines += [
+            "",
+            f"# {peer.name}",
+            "[Peer]",
+            f"PublicKey = {peer.public_key}",
+            f"AllowedIPs = {peer.mesh_ip}/32",
+            f"Endpoint = {_endpoint(peer, listen_port)}",
+            f"PersistentKeepalive = {PERSISTENT_KEEPALIVE_SECONDS}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def strip_wg_quick_keys(config: str) -> str:
+    """The part of a wg-quick config that `wg setconf`/`wg syncconf` accept (like `wg-quick strip`)."""
+    kept = []
+    for line in config.splitlines():
+        key = line.split("#", 1)[0].split("=", 1)[0].strip().lower()
+        if "=" in line.split("#", 1)[0] and key in _WG_QUICK_ONLY_KEYS:
+            continue
+        kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
+# --- apply script ------------------------------------------------------------------------------
+
+
+def render_apply_script(interface_wait_seconds: int = INTERFACE_WAIT_SECONDS) -> str:
+    """Bash that installs the config read from stdin as wg0 and brings the interface up.
+
+    The config (and so the private key) arrives on stdin only, never as an argument, so it shows
+    up in no process list and no log. Idempotent: an unchanged config changes nothing; a changed
+    peer list is applied with `wg syncconf` without dropping live sessions; a changed address
+    restarts the interface. Uses systemd's wg-quick@wg0 unit where systemd runs, wg-quick directly
+    elsewhere. Prints one status word (unchanged, updated, restarted, started).
+    """
+    return f"""set -euo pipefail
+umask 077
+conf={CONFIG_PATH}
+iface={INTERFACE}
+install -d -m 700 /etc/wireguard
+new=$(mktemp /etc/wireguard/.{INTERFACE}.conf.XXXXXX)
+trap 'rm -f "$new"' EXIT
+cat > "$new"
+if ! grep -q '^\\[Interface\\]' "$new"; then
+  echo "mesh: no WireGuard config on stdin" >&2
+  exit 1
+fi
+if ! command -v wg-quick > /dev/null; then
+  if command -v apt-get > /dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 -qq update
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 -qq install -y wireguard-tools
+  else
+    echo "mesh: wg-quick missing; install wireguard-tools on this host" >&2
+    exit 1
+  fi
+fi
+changed=1
+if [ -f "$conf" ] && cmp -s "$new" "$conf"; then changed=0; fi
+if [ "$changed" = 1 ]; then
+  chmod 600 "$new"
+  mv -f "$new" "$conf"
+fi
+chmod 600 "$conf"
+want_address=$(awk -F ' *= *' '/^Address *=/ {{ print $2; exit }}' "$conf")
+# Not `ip ... | grep -q`: under pipefail, grep quitting early can fail the pipeline with SIGPIPE.
+has_address() {{
+  local addresses
+  addresses=$(ip -o addr show dev "$iface" 2> /dev/null) || return 1
+  [[ "$addresses" == *" $want_address "* ]]
+}}
+use_systemd=0
+if command -v systemctl > /dev/null && [ -d /run/systemd/system ]; then use_systemd=1; fi
+if ip link show dev "$iface" > /dev/null 2>&1; then
+  if ! has_address; then
+    if [ "$use_systemd" = 1 ]; then
+      systemctl restart wg-quick@$iface
+    else
+      wg-quick down "$iface"
+      wg-quick up "$iface"
+    fi
+    status=restarted
+  elif [ "$changed" = 1 ]; then
+    wg syncconf "$iface" <(wg-quick strip "$iface")
+    status=updated
+  else
+    status=unchanged
+  fi
+  ip link set dev "$iface" up
+  if [ "$use_systemd" = 1 ]; then systemctl enable -q wg-quick@$iface; fi
+else
+  if [ "$use_systemd" = 1 ]; then
+    systemctl enable -q --now wg-quick@$iface
+  else
+    wg-quick up "$iface"
+  fi
+  status=started
+fi
+for _ in $(seq 1 {int(interface_wait_seconds)}); do
+  if has_address; then
+    echo "$status"
+    exit 0
+  fi
+  sleep 1
+done
+echo "mesh: $iface has no address $want_address after {int(interface_wait_seconds)}s" >&2
+exit 1
+"""
+
+
+def config_fingerprint(node: MeshPeer, peers: Sequence[MeshPeer], listen_port: int, mesh_cidr: str) -> str:
+    """A hash of everything a node's applied config depends on, built from public values only.
+
+    Used as the trigger of the apply command: it changes when a peer is added, removed or moved,
+    when a key rotates (the public key changes with it) or when the apply script changes, and it
+    can be shown in plain text in a `pulumi preview` because it holds no secret.
+    """
+    others = sorted((p for p in peers if p.name != node.name), key=lambda p: p.name)
+    canonical = json.dumps(
+        {
+            "node": [node.name, node.endpoint_host, node.mesh_ip, node.public_key],
+            "peers": [[p.name, p.endpoint_host, p.mesh_ip, p.public_key] for p in others],
+            "listen_port": listen_port,
+            "mesh_cidr": mesh_cidr,
+            "script": render_apply_script(),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def apply_command(ssh_user: str) -> str:
+    """The remote command line that runs the apply script as root; the config goes to its stdin."""
+    script = shlex.quote(render_apply_script())
+    # Non-root deploy users need passwordless sudo (cloud-init grants it); -n fails instead of hanging.
+    return f"bash -c {script}" if ssh_user == "root" else f"sudo -n bash -c {script}"
