@@ -20,7 +20,7 @@ class Host:
     """A server that is up (or adopted), reachable over SSH, ready for the mesh and the swarm."""
 
     name: str
-    provider: str  # registry name of the adapter that made it: hetzner, aws, gcp, digitalocean, ionos, existing
+    provider: str  # adapter that made it: hetzner, aws, gcp, digitalocean, ionos, existing
     region: str
     public_ipv4: Any  # str in plans, pulumi.Output[str] in the Pulumi layer
     mesh_ip: str  # static: allocated from the mesh range by the plan, known before anything exists

@@ -11,7 +11,8 @@ APT_PACKAGES=(
   prometheus           # promtool, and the prometheus image
   wireguard-tools wireguard-go   # the mesh test in network namespaces
   debootstrap          # base images without a registry
-  iproute2 iputils-ping
+  iproute2 iputils-ping nftables   # network namespaces; the firewall ruleset test
+  cloud-init           # `cloud-init schema` of the rendered user data
   chromium             # headless browser tests of the board page
 )
 # Node.js may come from outside Debian on this machine; install Debian's only when there is none.

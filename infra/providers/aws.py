@@ -1,0 +1,142 @@
+"""AWS (pulumi_aws): an EC2 instance with its own security group, the deploy key pair and an Elastic IP.
+
+Each region gets an explicit `aws.Provider`, so one stack can place nodes in several regions and
+does not depend on `aws:region` being set.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.host import Host
+from infra.plans.cloud_init import cloud_config
+from infra.plans.firewall import FirewallRule, split_families
+from infra.providers.base import ProvisionContext, node_labels
+from infra.topology import AwsNode
+
+DEBIAN_OWNER = "136693071363"  # the Debian cloud team's AWS account (https://wiki.debian.org/Cloud/AmazonEC2Image)
+
+
+def architecture(instance_type: str) -> str:
+    """arm64 for Graviton families (t4g, m7g, c7gn, ...), x86_64 otherwise."""
+    return "arm64" if re.match(r"^[a-z]+\d+g", instance_type) else "x86_64"
+
+
+class AwsServer(pulumi.ComponentResource):
+    """One EC2 instance; its security group's ingress rules come in pass two."""
+
+    def __init__(self, name: str, node: AwsNode, ctx: ProvisionContext,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("spaced:providers:AwsServer", name, None, opts)
+        self._name = name
+        region = node.region
+        provider = ctx.shared(f"aws-provider-{region}", lambda: aws.Provider(f"aws-{region}", region=region))
+        self._provider = provider
+        key_pair = ctx.shared(f"aws-deploy-key-{region}", lambda: aws.ec2.KeyPair(
+            f"aws-deploy-key-{region}", public_key=ctx.ssh_public_key,
+            tags={"spaced-environment": ctx.environment},
+            opts=pulumi.ResourceOptions(provider=provider)))
+        child = pulumi.ResourceOptions(parent=self, provider=provider)
+        tags = {"Name": f"{ctx.environment}-{node.name}", "spaced-environment": ctx.environment,
+                "spaced-node": node.name}
+
+        self.security_group = aws.ec2.SecurityGroup(
+            f"{name}-security-group",
+            description=f"spaced {ctx.environment} {node.name}: SSH from admins, WireGuard from peers",
+            tags=tags,
+            opts=child,
+        )
+        # Pulumi/Terraform remove AWS's default allow-all egress rule, so state it explicitly.
+        self.egress = [
+            aws.vpc.SecurityGroupEgressRule(
+                f"{name}-egress-{family}", security_group_id=self.security_group.id, ip_protocol="-1",
+                description="all outbound", opts=child, **{key: cidr})
+            for family, key, cidr in (("v4", "cidr_ipv4", "0.0.0.0/0"), ("v6", "cidr_ipv6", "::/0"))
+        ]
+        ami: pulumi.Input[str]
+        if node.image:
+            ami = node.image
+        else:
+            debian_arch = "arm64" if architecture(node.size) == "arm64" else "amd64"
+            ami = aws.ec2.get_ami_output(
+                most_recent=True,
+                owners=[DEBIAN_OWNER],
+                filters=[
+                    aws.ec2.GetAmiFilterArgs(name="name", values=[f"debian-12-{debian_arch}-*"]),
+                    aws.ec2.GetAmiFilterArgs(name="architecture", values=[architecture(node.size)]),
+                ],
+                opts=pulumi.InvokeOutputOptions(provider=provider),
+            ).id
+        self.instance = aws.ec2.Instance(
+            f"{name}-instance",
+            ami=ami,
+            instance_type=node.size,
+            key_name=key_pair.key_name,
+            vpc_security_group_ids=[self.security_group.id],
+            user_data=cloud_config(node.name, ctx.ssh_user, ctx.ssh_public_key),
+            root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(volume_size=node.disk_gb, volume_type="gp3",
+                                                                  encrypted=True),
+            metadata_options=aws.ec2.InstanceMetadataOptionsArgs(http_tokens="required"),  # IMDSv2 only
+            tags=tags,
+            # A newer AMI or cloud-config must not replace a running node; new nodes pick them up.
+            opts=pulumi.ResourceOptions(parent=self, provider=provider, ignore_changes=["ami", "user_data"]),
+        )
+        public_ipv4: pulumi.Output[str]
+        if node.static_ip:
+            self.elastic_ip = aws.ec2.Eip(f"{name}-elastic-ip", domain="vpc", instance=self.instance.id,
+                                          tags=tags, opts=child)
+            public_ipv4 = self.elastic_ip.public_ip
+        else:
+            public_ipv4 = self.instance.public_ip
+        self.host = Host(
+            name=node.name,
+            provider=node.provider,
+            region=node.region,
+            public_ipv4=public_ipv4,
+            mesh_ip=ctx.mesh_ips[node.name],
+            ssh_user=ctx.ssh_user,
+            manager=node.manager,
+            edge=node.edge,
+            labels=node_labels(node),
+            resources=(self,),
+        )
+        self.register_outputs({"ipv4": public_ipv4, "instance_id": self.instance.id})
+
+    def add_firewall(self, rules: Sequence[FirewallRule]) -> list[pulumi.Resource]:
+        """One security-group ingress rule per (rule, source range)."""
+        created: list[pulumi.Resource] = []
+        child = pulumi.ResourceOptions(parent=self, provider=self._provider)
+        for rule in rules:
+            v4, v6 = split_families(rule.sources)
+            for family, key, sources in (("v4", "cidr_ipv4", v4), ("v6", "cidr_ipv6", v6)):
+                for index, source in enumerate(sources):
+                    created.append(aws.vpc.SecurityGroupIngressRule(
+                        f"{self._name}-ingress-{rule.protocol}-{rule.port}-{family}-{index}",
+                        security_group_id=self.security_group.id,
+                        ip_protocol=rule.protocol,
+                        from_port=rule.port,
+                        to_port=rule.port,
+                        description=rule.description,
+                        opts=child,
+                        **{key: source},
+                    ))
+        return created
+
+
+def provision(node: AwsNode, ctx: ProvisionContext) -> Host:
+    """Pass one: security group (no ingress yet), instance, Elastic IP; returns the Host."""
+    component = AwsServer(node.name, node, ctx)
+    ctx.components[node.name] = component
+    return component.host
+
+
+def protect(node: AwsNode, host: Host, rules: Sequence[FirewallRule], ctx: ProvisionContext
+            ) -> list[pulumi.Resource]:
+    """Pass two: the ingress rules."""
+    component = ctx.components[node.name]
+    assert isinstance(component, AwsServer)
+    return component.add_firewall(rules)

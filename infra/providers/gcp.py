@@ -1,0 +1,110 @@
+"""Google Cloud (pulumi_gcp): an instance in the stack's own VPC, per-node firewall rules, optional static IP.
+
+The stack gets its own auto-mode VPC network instead of `default`: the default network ships with
+rules that open SSH and RDP to the whole internet, which least privilege cannot accept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pulumi
+import pulumi_gcp as gcp
+
+from infra.host import Host
+from infra.plans.cloud_init import cloud_config
+from infra.plans.firewall import FirewallRule, split_families
+from infra.providers.base import ProvisionContext, node_labels
+from infra.topology import GcpNode
+
+
+class GcpServer(pulumi.ComponentResource):
+    """One Compute Engine instance; its firewall rules (by network tag) come in pass two."""
+
+    def __init__(self, name: str, node: GcpNode, ctx: ProvisionContext,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("spaced:providers:GcpServer", name, None, opts)
+        self._name = name
+        self.network = ctx.shared("gcp-network", lambda: gcp.compute.Network(
+            "gcp-network", auto_create_subnetworks=True,
+            description=f"spaced {ctx.environment}: no ingress except the per-node rules"))
+        self.tag = f"spaced-{ctx.environment}-{node.name}"
+        child = pulumi.ResourceOptions(parent=self)
+        labels = {"spaced-environment": ctx.environment, "spaced-node": node.name}
+
+        nat_ip: pulumi.Input[str] | None = None
+        if node.static_ip:
+            self.address = gcp.compute.Address(f"{name}-address", region=node.region, labels=labels,
+                                               opts=child)
+            nat_ip = self.address.address
+        self.instance = gcp.compute.Instance(
+            f"{name}-instance",
+            machine_type=node.size,
+            zone=node.effective_zone,
+            boot_disk=gcp.compute.InstanceBootDiskArgs(
+                initialize_params=gcp.compute.InstanceBootDiskInitializeParamsArgs(
+                    image=node.image, size=node.disk_gb)),
+            network_interfaces=[gcp.compute.InstanceNetworkInterfaceArgs(
+                network=self.network.id,
+                access_configs=[gcp.compute.InstanceNetworkInterfaceAccessConfigArgs(nat_ip=nat_ip)],
+            )],
+            metadata={
+                "user-data": cloud_config(node.name, ctx.ssh_user, ctx.ssh_public_key),
+                # Only the deploy key (from the user data) may log in, not project-wide keys.
+                "block-project-ssh-keys": "TRUE",
+            },
+            tags=[self.tag],
+            labels=labels,
+            allow_stopping_for_update=True,
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["metadata"]),
+        )
+        public_ipv4 = (self.address.address if node.static_ip else
+                       self.instance.network_interfaces.apply(lambda nics: nics[0].access_configs[0].nat_ip))
+        self.host = Host(
+            name=node.name,
+            provider=node.provider,
+            region=node.region,
+            public_ipv4=public_ipv4,
+            mesh_ip=ctx.mesh_ips[node.name],
+            ssh_user=ctx.ssh_user,
+            manager=node.manager,
+            edge=node.edge,
+            labels=node_labels(node),
+            resources=(self,),
+        )
+        self.register_outputs({"ipv4": public_ipv4})
+
+    def add_firewall(self, rules: Sequence[FirewallRule]) -> list[pulumi.Resource]:
+        """One VPC firewall rule per plan rule and address family (GCP rules cannot mix v4 and v6)."""
+        created: list[pulumi.Resource] = []
+        for rule in rules:
+            v4, v6 = split_families(rule.sources)
+            for family, sources in (("v4", v4), ("v6", v6)):
+                if not sources:
+                    continue
+                created.append(gcp.compute.Firewall(
+                    f"{self._name}-{rule.protocol}-{rule.port}-{family}",
+                    network=self.network.id,
+                    direction="INGRESS",
+                    allows=[gcp.compute.FirewallAllowArgs(protocol=rule.protocol, ports=[str(rule.port)])],
+                    source_ranges=list(sources),
+                    target_tags=[self.tag],
+                    description=rule.description,
+                    opts=pulumi.ResourceOptions(parent=self),
+                ))
+        return created
+
+
+def provision(node: GcpNode, ctx: ProvisionContext) -> Host:
+    """Pass one: the instance (and its static address); returns the Host."""
+    component = GcpServer(node.name, node, ctx)
+    ctx.components[node.name] = component
+    return component.host
+
+
+def protect(node: GcpNode, host: Host, rules: Sequence[FirewallRule], ctx: ProvisionContext
+            ) -> list[pulumi.Resource]:
+    """Pass two: the firewall rules."""
+    component = ctx.components[node.name]
+    assert isinstance(component, GcpServer)
+    return component.add_firewall(rules)
