@@ -1,0 +1,193 @@
+"""What only the local environment needs before a deploy: a one-node swarm, free ports, the cAdvisor image."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import jwt
+
+from infra.app_stack.deploy import (
+    DeployError,
+    DockerRunner,
+    PortInUseError,
+    Progress,
+    SwarmInactiveError,
+    secrets_dir_for,
+    service_inspect_command,
+    service_list_command,
+)
+from infra.app_stack.model import StackSettings
+from infra.app_stack.services.item_socket import JWT_SECRET
+
+
+class ImagesUnavailableError(DeployError):
+    """The local image builder (infra.images) cannot be imported."""
+
+    kind = "ImagesUnavailable"
+
+
+class ImageBuildFailedError(DeployError):
+    """Building a local image failed."""
+
+    kind = "ImageBuildFailed"
+
+
+LOCAL_NODE_LABELS = {"edge": "true", "acme": "true"}
+"""The labels the swarm bootstrap gives the cloud's edge node; the one local node plays every role."""
+
+
+def swarm_info_command() -> list[str]:
+    """Swarm state and this node's ID."""
+    return ["docker", "info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.NodeID}}"]
+
+
+def swarm_init_command(advertise_addr: str = "127.0.0.1") -> list[str]:
+    """A one-node swarm that advertises on loopback only (nothing can join it from outside)."""
+    return ["docker", "swarm", "init", "--advertise-addr", advertise_addr]
+
+
+def node_label_command(node_id: str, labels: Mapping[str, str]) -> list[str]:
+    """Add placement labels to a node."""
+    args = [arg for key, value in sorted(labels.items()) for arg in ("--label-add", f"{key}={value}")]
+    return ["docker", "node", "update", *args, node_id]
+
+
+def image_present_command(image: str) -> list[str]:
+    """Exit 0 when `image` is in the engine's image store."""
+    return ["docker", "image", "inspect", "--format", "{{.Id}}", image]
+
+
+def image_pull_command(image: str) -> list[str]:
+    """Pull `image` from its registry."""
+    return ["docker", "pull", "--quiet", image]
+
+
+def ensure_local_swarm(runner: DockerRunner, progress: Progress) -> str:
+    """Initialise a one-node swarm if needed and label the node; returns the node ID."""
+    state, _, node_id = runner.run(swarm_info_command()).stdout.strip().partition(" ")
+    if state == "inactive":
+        progress("initialising a one-node swarm (docker swarm init --advertise-addr 127.0.0.1)")
+        runner.run(swarm_init_command())
+        state, _, node_id = runner.run(swarm_info_command()).stdout.strip().partition(" ")
+    if state != "active" or not node_id:
+        raise SwarmInactiveError(
+            f"the local engine's swarm state is {state!r}; run `docker swarm leave --force` and try again"
+        )
+    runner.run(node_label_command(node_id, LOCAL_NODE_LABELS))
+    return node_id
+
+
+def cadvisor_image_available(runner: DockerRunner, image: str, progress: Progress) -> bool:
+    """True when the cAdvisor image is present or can be pulled (it has no offline build)."""
+    if runner.run(image_present_command(image), check=False).returncode == 0:
+        return True
+    progress(f"pulling {image}")
+    pulled = runner.run(image_pull_command(image), check=False)
+    return pulled.returncode == 0
+
+
+def published_ports_of_stack(runner: DockerRunner, stack: str) -> set[int]:
+    """Host ports the stack's current services publish."""
+    names = [
+        json.loads(line)["Name"]
+        for line in runner.run(service_list_command(stack)).stdout.splitlines()
+        if line
+    ]
+    if not names:
+        return set()
+    services = json.loads(runner.run(service_inspect_command(names)).stdout or "[]")
+    return {
+        port["PublishedPort"]
+        for service in services
+        for port in (service["Spec"].get("EndpointSpec") or {}).get("Ports") or []
+        if "PublishedPort" in port
+    }
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a TCP listener could bind `port` on every address (what a host-mode publish does)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def check_local_ports(settings: StackSettings, ours: set[int]) -> None:
+    """Raise PortInUseError for a port the stack publishes that another program holds.
+
+    `ours`: ports the running stack publishes already (a redeploy finds them taken by itself).
+    """
+    wanted: Sequence[tuple[int | None, str]] = [
+        (settings.http_port, "--http-port N (or SPACED_HTTP_PORT=N)"),
+        (settings.prometheus_port, "--prometheus-port N (or SPACED_PROMETHEUS_PORT=N; 0 = not published)"),
+    ]
+    for port, how in wanted:
+        if port is not None and port not in ours and not port_is_free(port):
+            raise PortInUseError(
+                f"port {port} is already in use by another program (see `ss -ltnp 'sport = :{port}'`); "
+                f"stop it or choose another port: spaced up local {how}"
+            )
+
+
+def mint_token(secret: bytes, docs: Mapping[str, str], ttl_seconds: int, now: float) -> str:
+    """An HS256 JWT item_socket accepts: claim `docs` maps glob patterns to "read" or "write"."""
+    claims = {"docs": dict(docs), "iat": int(now), "exp": int(now + ttl_seconds), "sub": "spaced-cli"}
+    return jwt.encode(claims, secret.strip(), algorithm="HS256")
+
+
+def read_jwt_secret(environment: str, build_dir: Path | None = None) -> bytes:
+    """The JWT secret the last deploy of `environment` from this machine created."""
+    path = (
+        secrets_dir_for(environment) / JWT_SECRET
+        if build_dir is None
+        else (secrets_dir_for(environment, build_dir) / JWT_SECRET)
+    )
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; deploy first (spaced up {environment})")
+    return path.read_bytes()
+
+
+def build_images(progress: Progress) -> dict[str, str]:
+    """Service -> image reference from `infra.images.build_local_images` (imported only when needed)."""
+    try:
+        from infra.images import build_local_images
+    except ImportError as exc:
+        raise ImagesUnavailableError(
+            f"cannot import infra.images.build_local_images ({exc}); the local image builder is part "
+            "of the repository: check out a complete tree"
+        ) from exc
+    progress("building the images locally (infra.images.build_local_images)")
+    try:
+        built = build_local_images(progress=progress)
+    except Exception as exc:
+        raise ImageBuildFailedError(f"{type(exc).__name__}: {exc}") from exc
+    return {name.replace("-", "_"): ref for name, ref in built.items()}
+
+
+def prepare_local(settings: StackSettings, runner: DockerRunner, progress: Progress) -> StackSettings:
+    """Everything `docker stack deploy` needs locally: the swarm, free ports, images, cAdvisor or not.
+
+    Returns the settings with the built image references (and cAdvisor left out if unavailable).
+    """
+    ensure_local_swarm(runner, progress)
+    check_local_ports(settings, published_ports_of_stack(runner, settings.stack_name))
+    images = build_images(progress)
+    include_cadvisor = settings.include_cadvisor
+    if include_cadvisor and not cadvisor_image_available(runner, settings.images["cadvisor"], progress):
+        progress(
+            f"WARNING: leaving cAdvisor out: {settings.images['cadvisor']} is not here and cannot be pulled "
+            "(no container metrics; pass --no-cadvisor or SPACED_NO_CADVISOR=1 to skip this check)"
+        )
+        include_cadvisor = False
+    prepared = dataclasses.replace(
+        settings, images={**settings.images, **images}, include_cadvisor=include_cadvisor
+    )
+    prepared.validate()
+    return prepared

@@ -1,0 +1,29 @@
+"""Pieces several service modules share: network keys, placement constraints and health probes."""
+
+from __future__ import annotations
+
+from infra.app_stack.model import Healthcheck
+
+PUBLIC_NETWORK = "public"
+"""Overlay shared by Traefik and the services it routes to."""
+MONITORING_NETWORK = "monitoring"
+"""Overlay Prometheus scrapes over; never routed from the internet."""
+
+# Labels set by the swarm bootstrap (infra.plans.swarm) and by `spaced up local` on the local node.
+EDGE_CONSTRAINT = "node.labels.edge == true"
+ACME_CONSTRAINT = "node.labels.acme == true"
+MANAGER_CONSTRAINT = "node.role == manager"
+
+
+def bash_http_probe(port: int, path: str) -> Healthcheck:
+    """Healthcheck for the images built from the Debian base: bash is always there, curl/wget are not.
+
+    Sends an HTTP/1.0 GET over bash's /dev/tcp and passes when the status line says 200.
+    No `$` in the command, so compose interpolation leaves it alone.
+    """
+    script = (
+        f"exec 3<>/dev/tcp/127.0.0.1/{port} && "
+        f"printf 'GET {path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && "
+        "grep -q '^HTTP/1.[01] 200' <&3"
+    )
+    return Healthcheck(test=["CMD", "bash", "-c", script])

@@ -1,0 +1,72 @@
+"""The application stack as a Pulumi component: runs the same deploy function as `spaced up local`.
+
+The command is `python -m infra.app_stack.deploy --env <env>` on the machine running Pulumi, with
+DOCKER_HOST pointing at the swarm manager (ssh://...). The digest of the rendered stack (compose
+file and config files) is part of the command's environment, so changing the stack redeploys it.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_command import local
+
+from infra.app_stack.environments import REPO_ROOT, settings_for_environment
+from infra.app_stack.render import render_stack
+
+
+@dataclass
+class AppStackArgs:
+    """What the component needs: the environment and where its swarm manager's engine is."""
+
+    environment: str
+    docker_host: pulumi.Input[str] | None
+    domain: str | None
+    acme_email: str | None
+
+
+def deploy_command(args: AppStackArgs, *, remove: bool = False) -> str:
+    """The shell command the component runs (the interpreter of this Pulumi program, the project's)."""
+    argv = [sys.executable, "-m", "infra.app_stack.deploy", "--env", args.environment]
+    if args.domain:
+        argv += ["--domain", args.domain]
+    if args.acme_email:
+        argv += ["--acme-email", args.acme_email]
+    if remove:
+        argv.append("--remove")
+    return shlex.join(argv)
+
+
+class AppStack(pulumi.ComponentResource):
+    """Deploys the application stack onto a swarm and waits until every service is healthy."""
+
+    digest: pulumi.Output[str]
+    url: pulumi.Output[str]
+
+    def __init__(self, name: str, args: AppStackArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("spaced:app:AppStack", name, None, opts)
+        settings = settings_for_environment(args.environment, domain=args.domain, acme_email=args.acme_email)
+        digest = render_stack(settings).digest()
+        environment: dict[str, pulumi.Input[str]] = {"SPACED_STACK_DIGEST": digest}
+        if args.docker_host is not None:
+            environment["DOCKER_HOST"] = args.docker_host
+        # The digest goes into the environment rather than `triggers`: a trigger change *replaces*
+        # the command, which would run `delete` (docker stack rm) first and take the site down.
+        # An input change runs `update` instead: a rolling `docker stack deploy`.
+        self.command = local.Command(
+            f"{name}-deploy",
+            create=deploy_command(args),
+            update=deploy_command(args),
+            delete=deploy_command(args, remove=True),
+            environment=environment,
+            dir=str(REPO_ROOT),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.digest = pulumi.Output.from_input(digest)
+        self.url = pulumi.Output.from_input(
+            f"https://{settings.domain}/" if settings.domain else f"http://localhost:{settings.http_port}/"
+        )
+        self.register_outputs({"digest": self.digest, "url": self.url})

@@ -1,0 +1,81 @@
+"""The `spaced` CLI as a user runs it: a subprocess, its output and its one error format."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NO_ENGINE = "unix:///nonexistent/spaced-test/docker.sock"
+
+
+def spaced(*args: str, docker_host: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPACED_")}
+    if docker_host:
+        env["DOCKER_HOST"] = docker_host
+    return subprocess.run(
+        [sys.executable, "-m", "infra.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_render_local_prints_the_compose_yaml() -> None:
+    result = spaced("render", "local")
+    assert result.returncode == 0, result.stderr
+    compose = yaml.safe_load(result.stdout)
+    assert compose["services"]["traefik"]["ports"][0]["published"] == 8080
+    assert "cadvisor" in compose["services"]
+
+
+def test_render_switches() -> None:
+    compose = yaml.safe_load(spaced("render", "local", "--no-cadvisor", "--http-port", "8099").stdout)
+    assert "cadvisor" not in compose["services"]
+    assert compose["services"]["traefik"]["ports"][0]["published"] == 8099
+
+
+def test_render_out_writes_configs(tmp_path: Path) -> None:
+    result = spaced("render", "local", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "docker-stack.yml").is_file() and (tmp_path / "traefik/traefik.yml").is_file()
+
+
+def test_no_engine_error_names_the_fix() -> None:
+    for args in (("status",), ("up", "local"), ("down", "local")):
+        result = spaced(*args, docker_host=NO_ENGINE)
+        assert result.returncode == 1, args
+        assert result.stderr.startswith("ERROR (DockerUnavailable): "), result.stderr
+        assert "make services" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_debug_adds_the_traceback() -> None:
+    result = spaced("--debug", "status", docker_host=NO_ENGINE)
+    assert "Traceback" in result.stderr and "ERROR (DockerUnavailable)" in result.stderr
+
+
+def test_up_cloud_points_to_pulumi() -> None:
+    result = spaced("up", "prod")
+    assert result.returncode == 1
+    assert "ERROR (CloudEnvironment)" in result.stderr and "pulumi up --stack prod" in result.stderr
+
+
+def test_bad_settings_are_one_error_line() -> None:
+    result = spaced("render", "local", "--http-port", "70000")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "ERROR (BadSettings): http_port: 70000 is not a TCP port (1-65535)"
+
+
+def test_unknown_environment() -> None:
+    result = spaced("render", "nowhere")
+    assert (
+        result.returncode == 1
+        and "ERROR (BadSettings)" in result.stderr
+        and "known environments" in result.stderr
+    )

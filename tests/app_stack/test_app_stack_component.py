@@ -1,0 +1,68 @@
+"""The AppStack Pulumi component under set_mocks: one deploy command, redeployed when the stack changes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pulumi
+import pytest
+
+
+class _Mocks(pulumi.runtime.Mocks):
+    def __init__(self) -> None:
+        self.resources: list[pulumi.runtime.MockResourceArgs] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        self.resources.append(args)
+        return f"{args.name}-id", dict(args.inputs)
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+
+def _deploy_commands(domain: str) -> tuple[list[pulumi.runtime.MockResourceArgs], str]:
+    mocks = _Mocks()
+    pulumi.runtime.set_mocks(mocks, preview=False)
+    from infra.components.app_stack import AppStack, AppStackArgs  # after set_mocks, as Pulumi documents
+
+    stack = AppStack(
+        "app",
+        AppStackArgs(
+            environment="prod",
+            docker_host="ssh://deploy@192.0.2.10",
+            domain=domain,
+            acme_email="ops@" + domain,
+        ),
+    )
+    digest_future: asyncio.Future[str] = asyncio.get_event_loop().create_future()
+    stack.digest.apply(digest_future.set_result)
+    loop = asyncio.get_event_loop()
+    digest = loop.run_until_complete(digest_future)
+    loop.run_until_complete(asyncio.sleep(0.1))  # let the registrations reach the mocks
+    return [r for r in mocks.resources if r.typ == "command:local:Command"], digest
+
+
+@pytest.fixture(autouse=True)
+def _event_loop() -> Any:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    loop.close()
+
+
+def test_component_runs_the_deploy_function_against_the_manager() -> None:
+    commands, digest = _deploy_commands("example.org")
+    assert len(commands) == 1
+    inputs = commands[0].inputs
+    assert "-m infra.app_stack.deploy --env prod --domain example.org" in inputs["create"]
+    assert inputs["update"] == inputs["create"]
+    assert inputs["delete"].endswith("--remove")
+    assert inputs["environment"]["DOCKER_HOST"] == "ssh://deploy@192.0.2.10"
+    assert inputs["environment"]["SPACED_STACK_DIGEST"] == digest
+
+
+def test_changing_the_stack_changes_the_command_inputs() -> None:
+    _, first = _deploy_commands("example.org")
+    _, second = _deploy_commands("example.net")
+    assert first != second
