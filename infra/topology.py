@@ -601,6 +601,9 @@ def _check_nodes(settings: _Settings | None, nodes: list[tuple[int, Any]], raw_n
                             "(1, 3 or 5) to keep a majority")
         if not any(node.edge for _, node in nodes):
             problems.append("nodes: no edge node; set `edge: true` on the node that receives 80/443")
+        elif managers and not any(node.edge and node.manager for _, node in nodes):
+            problems.append("nodes: no edge node is a manager; Traefik reads the swarm API, which only "
+                            "managers serve: set `manager: true` on one edge node")
 
     if settings is not None:
         mesh = _parse_network(settings.mesh.cidr)

@@ -24,6 +24,7 @@ from infra.app_stack.model import (
     StackSettings,
     StackSettingsError,
 )
+from infra.topology import TopologyError, load_topology
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STACKS_DIR = REPO_ROOT / "stacks"
@@ -117,7 +118,12 @@ def settings_for_environment(
                 f"stacks/Pulumi.{environment}.yaml: config/spaced:topology/environment is {declared!r}, "
                 f"expected {environment!r}"
             )
-        domain = domain or topology.get("domain")
+        if topology and domain is None:
+            # The same public name the Pulumi program gives AppStack: the edge node's first DNS name.
+            try:
+                domain = load_topology(topology).site_domain
+            except TopologyError as error:
+                raise StackSettingsError(f"stacks/Pulumi.{environment}.yaml: {error}") from None
         # Let's Encrypt only needs a mailbox for expiry notices; RFC 2142's hostmaster@ is the default.
         acme_email = acme_email or topology.get("acme_email") or (f"hostmaster@{domain}" if domain else None)
         settings = StackSettings(

@@ -27,7 +27,7 @@ from infra.host import Host
 
 SWARM_PORT = 2377
 NODE_NAME_LABEL = "spaced.node"
-RESERVED_LABELS = ("provider", "region", "role", "edge", NODE_NAME_LABEL)
+RESERVED_LABELS = ("provider", "region", "role", "edge", "acme", NODE_NAME_LABEL)
 
 CLOUD_INIT_TIMEOUT_S = 1200
 DOCKER_TIMEOUT_S = 300
@@ -71,13 +71,18 @@ class SwarmPlan:
         return (self.first_manager, *self.joining)
 
 
-def node_labels(host: Host) -> dict[str, str]:
-    """The labels a host's swarm node carries: provider, region, role, edge, its name, and its own."""
+def node_labels(host: Host, *, acme: bool = False) -> dict[str, str]:
+    """The labels a host's swarm node carries: provider, region, role, edge, acme, its name, and its own.
+
+    `acme` marks the one edge manager that keeps Traefik's certificate store (a node-local volume
+    with no locking, so exactly one Traefik may write it).
+    """
     labels = {
         "provider": host.provider,
         "region": host.region,
         "role": "manager" if host.manager else "worker",
         "edge": "true" if host.edge else "false",
+        "acme": "true" if acme else "false",
         NODE_NAME_LABEL: host.name,
     }
     for key, value in host.labels.items():
@@ -99,6 +104,7 @@ def plan_swarm(hosts: Sequence[Host]) -> SwarmPlan:
     names: set[str] = set()
     addresses: set[str] = set()
     nodes: list[SwarmNode] = []
+    acme_host = next((host for host in hosts if host.edge and host.manager), None)
     for host in hosts:
         if host.name in names:
             raise SwarmPlanError(f"nodes[{host.name}]: the name is used twice; node names must be unique")
@@ -112,7 +118,7 @@ def plan_swarm(hosts: Sequence[Host]) -> SwarmPlan:
         if mesh_ip in addresses:
             raise SwarmPlanError(f"nodes[{host.name}].mesh_ip: {mesh_ip} is already another node's address")
         addresses.add(mesh_ip)
-        nodes.append(SwarmNode(host.name, mesh_ip, host.manager, node_labels(host)))
+        nodes.append(SwarmNode(host.name, mesh_ip, host.manager, node_labels(host, acme=host is acme_host)))
     managers = [node for node in nodes if node.manager]
     if not managers:
         raise SwarmPlanError(

@@ -19,7 +19,12 @@ config:
   spaced:topology:
     environment: prod
     domain: example.org
-    nodes: []
+    admin_ssh_cidrs: ["198.51.100.0/24"]
+    ssh:
+      user: deploy
+      public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJpVyd/+FNRD37TqRveeZU7KB8py0tVbPYZW8lZHKYvm t@x"
+    nodes:
+      - {name: edge-1, provider: hetzner, region: fsn1, manager: true, edge: true, dns: ["@"]}
 """
 
 

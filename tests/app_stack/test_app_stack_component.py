@@ -49,6 +49,8 @@ def _event_loop() -> Any:
     asyncio.set_event_loop(loop)
     yield
     loop.close()
+    # Other set_mocks tests run on the thread's current loop: never leave a closed one behind.
+    asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 def test_component_runs_the_deploy_function_against_the_manager() -> None:

@@ -20,6 +20,7 @@ from infra.app_stack.model import (
     VolumeMount,
 )
 from infra.app_stack.services.common import (
+    ACME_CONSTRAINT,
     EDGE_CONSTRAINT,
     MANAGER_CONSTRAINT,
     MONITORING_NETWORK,
@@ -132,8 +133,8 @@ def traefik(settings: StackSettings) -> ServiceBundle:
         # One replica on the edge node that holds the ACME store (a node-local volume): acme.json has
         # no locking, so a second Traefik would race the first on renewals, and a Traefik moved to
         # another node would start without its certificates. The swarm provider needs a manager's API.
-        # With several edge nodes, label the one holding the store `acme=true` and add ACME_CONSTRAINT.
-        placement=[MANAGER_CONSTRAINT, EDGE_CONSTRAINT],
+        # The swarm bootstrap labels exactly one edge manager `acme=true` (the local node has it too).
+        placement=[MANAGER_CONSTRAINT, EDGE_CONSTRAINT, ACME_CONSTRAINT],
         networks=[PUBLIC_NETWORK, MONITORING_NETWORK],
         replicas=1,
         # stop-first: host-mode ports cannot be bound by two tasks on one node.

@@ -148,10 +148,24 @@ def test_plan_orders_the_first_manager_first_and_labels_every_node() -> None:
     assert [node.name for node in swarm.joining] == ["w1", "m2"]
     assert [node.role for node in swarm.nodes] == ["manager", "worker", "manager"]
     assert swarm.first_manager.labels == {
-        "provider": "hetzner", "region": "fsn1", "role": "manager", "edge": "true", "spaced.node": "m1",
+        "provider": "hetzner", "region": "fsn1", "role": "manager", "edge": "true", "acme": "true",
+        "spaced.node": "m1",
     }  # fmt: skip
     assert swarm.joining[0].labels["tier"] == "app"
     assert swarm.joining[0].labels["edge"] == "false"
+    # Only one node keeps Traefik's certificate store.
+    assert [node.labels["acme"] for node in swarm.nodes] == ["true", "false", "false"]
+
+
+def test_acme_label_goes_to_the_first_edge_manager_only() -> None:
+    hosts = [
+        host("m1", "10.210.0.1", manager=True),
+        host("e1", "10.210.0.2", edge=True),
+        host("e2", "10.210.0.3", manager=True, edge=True),
+        host("e3", "10.210.0.4", manager=True, edge=True),
+    ]
+    labels = {node.name: node.labels["acme"] for node in plan.plan_swarm(hosts).nodes}
+    assert labels == {"m1": "false", "e1": "false", "e2": "true", "e3": "false"}
 
 
 @pytest.mark.parametrize(

@@ -73,6 +73,11 @@ def test_no_edge_node() -> None:
     assert problem.startswith("nodes: no edge node; set `edge: true`")
 
 
+def test_edge_node_that_is_not_a_manager() -> None:
+    [problem] = problems_of("edge_not_manager")
+    assert problem.startswith("nodes: no edge node is a manager;")
+
+
 def test_missing_credential_names_the_key_and_how_to_set_it() -> None:
     credentials = {**ALL_CREDENTIALS, "digitalocean": False}
     [problem] = problems_of("missing_credential", credentials)
