@@ -1,0 +1,221 @@
+"""A rolling update of item_socket while clients keep editing through Traefik.
+
+A new image tag is built and the stack is redeployed with the one deploy function (what
+`spaced up local` and the cloud use). Every edit any client made must end up in every client and
+in the store (checked after a restart, from a fresh client). The reconnect gap of each client and
+the requests that failed through Traefik are measured and printed: the figures, not assertions.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from infra.app_stack.deploy import deploy
+from infra.app_stack.environments import settings_for_environment
+
+from .conftest import STACK, LocalStack, docker, load_harness, wait_for
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+harness = load_harness()
+SERVICE = f"{STACK}_item_socket"
+EDIT_INTERVAL_SECONDS = 0.2
+EDITS_AFTER_DEPLOY = 10
+MAX_EDIT_ROUNDS = 1500  # bounds the loop even if the deploy hangs until its own timeout
+PROBE_INTERVAL_SECONDS = 0.25
+
+
+def build_rollout_image(reference: str) -> str:
+    """A new tag of the item_socket image (a label layer on top): what a code change would produce."""
+    repository, tag = reference.rsplit(":", 1)
+    new_reference = f"{repository}:{tag}-rollout-{uuid.uuid4().hex[:8]}"
+    dockerfile = f"FROM {reference}\nLABEL fun.spaced.rollout-test={new_reference}\n"
+    subprocess.run(
+        ["docker", "build", "-q", "-t", new_reference, "-"],
+        input=dockerfile,
+        text=True,
+        check=True,
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},
+    )
+    return new_reference
+
+
+@dataclass
+class TraefikProbe:
+    """Socket.IO handshakes through Traefik at a fixed rate; counts those item_socket did not answer."""
+
+    url: str
+    results: list[tuple[float, bool]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        """Probe until stopped (bounded by the test's own deadline)."""
+        while not self.stop.wait(PROBE_INTERVAL_SECONDS):
+            ok = False
+            try:
+                with urllib.request.urlopen(
+                    self.url + "/socket.io/?EIO=4&transport=polling", timeout=2
+                ) as resp:
+                    # Only item_socket answers an Engine.IO handshake; nginx's fallback page does not.
+                    ok = resp.status == 200 and b'"sid"' in resp.read()
+            except (urllib.error.URLError, OSError):
+                ok = False
+            self.results.append((time.monotonic(), ok))
+
+    def report(self) -> str:
+        """Failed requests and the longest run of failures."""
+        failed = [t for t, ok in self.results if not ok]
+        longest, run_start = 0.0, None
+        for t, ok in self.results:
+            if not ok and run_start is None:
+                run_start = t
+            elif ok and run_start is not None:
+                longest, run_start = max(longest, t - run_start), None
+        if run_start is not None:
+            longest = max(longest, self.results[-1][0] - run_start)
+        return (
+            f"{len(failed)} of {len(self.results)} handshakes through Traefik failed, "
+            f"longest outage {longest:.2f}s"
+        )
+
+
+def reconnect_gaps(events: list[dict[str, Any]]) -> list[float]:
+    """Seconds from each `disconnected` status to the next `connected` one."""
+    gaps, down_at = [], None
+    for event in events:
+        if event["type"] != "status":
+            continue
+        if event["status"] == "disconnected" and down_at is None:
+            down_at = event["t"]
+        elif event["status"] == "connected" and down_at is not None:
+            gaps.append((event["t"] - down_at) / 1000)
+            down_at = None
+    return gaps
+
+
+def running_task_images() -> list[str]:
+    """Images of the item_socket tasks that run now."""
+    lines = docker(
+        "service",
+        "ps",
+        SERVICE,
+        "--filter",
+        "desired-state=running",
+        "--format",
+        "{{.Image}} {{.CurrentState}}",
+    ).stdout.splitlines()
+    return [line.split()[0] for line in lines if " Running" in line]
+
+
+def test_rolling_update_loses_no_edit(local_stack: LocalStack) -> None:
+    old_reference = docker(
+        "service", "inspect", SERVICE, "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}"
+    ).stdout.strip()
+    new_reference = build_rollout_image(local_stack.images["item_socket"])
+    settings = settings_for_environment(
+        "local",
+        images={**local_stack.images, "item_socket": new_reference},
+        include_cadvisor=False,
+        http_port=local_stack.http_port,
+        env=local_stack.environment(),
+    )
+    doc = f"e2e-rollout-{uuid.uuid4().hex[:8]}"
+    token = local_stack.token(doc)
+    probe = TraefikProbe(local_stack.url)
+    deploy_errors: list[BaseException] = []
+
+    def redeploy() -> None:
+        try:
+            deploy(settings, progress=lambda message: print(f"deploy: {message}", flush=True), timeout=300)
+        except BaseException as error:
+            deploy_errors.append(error)
+
+    with harness.agents(1) as (agent,):
+        clients = [
+            agent.open("ws-client", "sio", local_stack.url, doc, token=token, reconnectionDelayMaxMs=500),
+            agent.open(
+                "polling-client", "sio-polling", local_stack.url, doc, token=token, reconnectionDelayMaxMs=500
+            ),
+            agent.open("ywebsocket-client", "ws", local_stack.url, doc, token=token, maxBackoffMs=500),
+        ]
+        for client in clients:
+            client.wait_synced(timeout=30)
+        written: set[str] = set()
+        deployer = threading.Thread(target=redeploy, name="redeploy")
+        prober = threading.Thread(target=probe.run, name="traefik-probe", daemon=True)
+        prober.start()
+        started = time.monotonic()
+        deployer.start()
+        try:
+            after_deploy = 0
+            for round_number in range(MAX_EDIT_ROUNDS):
+                for client in clients:
+                    key = f"{client.name}-{round_number}"
+                    client.map_set(key, round_number)
+                    written.add(key)
+                if not deployer.is_alive():
+                    after_deploy += 1
+                    if after_deploy >= EDITS_AFTER_DEPLOY:
+                        break
+                time.sleep(EDIT_INTERVAL_SECONDS)  # the editing pace, not a wait for a condition
+        finally:
+            deployer.join(timeout=330)
+            probe.stop.set()
+            prober.join(timeout=5)
+        update_seconds = time.monotonic() - started
+        assert not deploy_errors, f"the deploy failed: {deploy_errors[0]}"
+        assert not deployer.is_alive(), "the deploy did not return"
+
+        # The deploy may return once the replica count is right; the update itself must finish too.
+        wait_for(
+            lambda: running_task_images() == [new_reference], 120, f"{SERVICE} to run {new_reference} only"
+        )
+        assert old_reference != new_reference
+
+        for client in clients:
+            client.wait_state(
+                lambda state: written <= set(state["map"]), 60, f"all {len(written)} edits", digest_only=True
+            )
+        print(
+            f"\nrolling update {old_reference} -> {new_reference}: {update_seconds:.1f}s while "
+            f"{len(clients)} clients wrote {len(written)} edits"
+        )
+        for client in clients:
+            gaps = reconnect_gaps(client.events())
+            shown = ", ".join(f"{gap:.2f}s" for gap in gaps) or "never disconnected"
+            print(f"  {client.name:18} ({client.protocol}): reconnect gaps {shown}")
+        print(f"  {probe.report()}")
+        for client in clients:
+            client.destroy()
+
+    # The store: restart item_socket (nothing stays in memory) and read the document afresh.
+    tasks_before = set(docker("service", "ps", SERVICE, "-q").stdout.split())
+    docker("service", "update", "--force", "--detach", SERVICE)
+    wait_for(
+        lambda: (
+            set(docker("service", "ps", SERVICE, "-q", "--filter", "desired-state=running").stdout.split())
+            - tasks_before
+            and running_task_images() == [new_reference]
+        ),
+        120,
+        "a restarted item_socket task",
+        interval=1,
+    )
+    with harness.agents(1) as (agent,):
+        reader = agent.open("reader", "sio", local_stack.url, doc, token=token)
+        state = reader.wait_state(
+            lambda s: s["synced"] and written <= set(s["map"]), 60, "the stored document", digest_only=True
+        )
+        assert set(state["map"]) == written
