@@ -1,0 +1,364 @@
+"""The room registry: one in-memory document per name, its peers, its awareness, its persistence.
+
+Every pycrdt object here lives on the event-loop thread. Updates are applied once per update
+(never per peer) and the resulting broadcast is encoded at most once per protocol.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pycrdt import Awareness, Doc
+
+from .logs import log_event
+from .metrics import Metrics
+from .store import DocumentStore, StoreError
+from .yprotocol import EMPTY_UPDATE, check_declared_count
+
+logger = logging.getLogger(__name__)
+
+
+class RoomLoadError(Exception):
+    """A document could not be loaded; connections to it are refused instead of starting empty."""
+
+
+class InvalidUpdate(ValueError):
+    """A client sent bytes that are not a valid Yjs update (or awareness update)."""
+
+
+class Broadcast:
+    """One message for every peer of a room, encoded lazily and at most once per wire format.
+
+    ``event`` is the Socket.IO event name (``sync-update`` or ``awareness-update``).
+    """
+
+    __slots__ = ("cache", "event", "payload")
+
+    def __init__(self, event: str, payload: bytes) -> None:
+        self.event = event
+        self.payload = payload
+        self.cache: dict[str, Any] = {}
+
+    def encoded(self, key: str, encode: Callable[[Broadcast], Any]) -> Any:
+        """Return ``encode(self)``, computed on first use for ``key`` and reused for the next peers."""
+        value = self.cache.get(key)
+        if value is None:
+            value = self.cache[key] = encode(self)
+        return value
+
+
+class Peer(abc.ABC):
+    """One client connection attached to a room (a y-websocket socket or a Socket.IO namespace)."""
+
+    protocol: str = ""
+
+    def __init__(self, can_write: bool) -> None:
+        self.can_write = can_write
+        self.awareness_ids: set[int] = set()
+
+    @property
+    @abc.abstractmethod
+    def transport(self) -> str:
+        """``websocket`` or ``polling``."""
+
+    @abc.abstractmethod
+    def send_broadcast(self, message: Broadcast) -> int:
+        """Queue ``message`` for this client without awaiting; return the bytes written (0 if dropped)."""
+
+    @abc.abstractmethod
+    def close_soon(self, reason: str) -> None:
+        """Start closing the connection (never synchronously removes the peer from its room)."""
+
+
+class Room:
+    """A loaded document: its pycrdt Doc and Awareness, its peers, and updates not yet stored."""
+
+    def __init__(self, name: str, doc: Doc, metrics: Metrics) -> None:
+        self.name = name
+        self.doc = doc
+        self.awareness = Awareness(doc)
+        # The server has no presence of its own; only clients' states are relayed.
+        self.awareness.set_local_state(None)
+        self._awareness_subscription = self.awareness.observe(self._on_awareness_change)
+        self.peers: dict[Peer, None] = {}
+        self.holders = 0
+        self.pending: list[bytes] = []
+        self.unload_timer: asyncio.TimerHandle | None = None
+        self._awareness_owner: dict[int, Peer] = {}
+        self._metrics = metrics
+        # Per-room constants of the wire formats (e.g. Socket.IO event headers); freed with the room.
+        self.protocol_cache: dict[Any, Any] = {}
+
+    def add_peer(self, peer: Peer) -> None:
+        """Start relaying this room's updates and awareness to ``peer``."""
+        self.peers[peer] = None
+
+    def remove_peer(self, peer: Peer) -> None:
+        """Stop relaying to ``peer`` and remove the awareness states it announced, for everyone."""
+        self.peers.pop(peer, None)
+        if peer.awareness_ids:
+            self.awareness.remove_awareness_states(sorted(peer.awareness_ids), peer)
+            peer.awareness_ids.clear()
+
+    def apply_update(self, update: bytes, received_at: float) -> None:
+        """Apply a client's Yjs update, queue it for the store and relay it to every peer.
+
+        Raises InvalidUpdate (the document is left unchanged) when ``update`` cannot be decoded.
+        """
+        if update == EMPTY_UPDATE:
+            return
+        try:
+            # An update starts with its number of client blocks, each of 3 bytes at least.
+            check_declared_count(update, 3, "update")
+            self.doc.apply_update(update)
+        except Exception as exc:
+            raise InvalidUpdate(f"invalid Yjs update ({len(update)} bytes): {exc}") from exc
+        except BaseException as exc:
+            # pyo3 turns a Rust panic into PanicException, a BaseException: still bad input.
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            raise InvalidUpdate(f"Yjs update ({len(update)} bytes) crashed the decoder: {exc!r}") from exc
+        self.pending.append(update)
+        self._broadcast(Broadcast("sync-update", update))
+        self._metrics.propagation.observe(time.perf_counter() - received_at)
+
+    def apply_awareness(self, update: bytes, origin: Peer) -> None:
+        """Apply a client's awareness update; changes are relayed to every peer."""
+        try:
+            self.awareness.apply_awareness_update(update, origin)
+        except Exception as exc:
+            raise InvalidUpdate(f"invalid awareness update ({len(update)} bytes): {exc}") from exc
+
+    def diff_since(self, state_vector: bytes) -> bytes:
+        """The update a client with ``state_vector`` is missing."""
+        try:
+            # A state vector starts with its number of (client, clock) pairs, 2 bytes at least.
+            check_declared_count(state_vector, 2, "state vector")
+            return self.doc.get_update(state_vector)
+        except Exception as exc:
+            raise InvalidUpdate(f"invalid state vector ({len(state_vector)} bytes): {exc}") from exc
+
+    def awareness_snapshot(self) -> bytes | None:
+        """All known client awareness states, encoded; None when there are none."""
+        client_ids = list(self.awareness.states)
+        if not client_ids:
+            return None
+        return self.awareness.encode_awareness_update(client_ids)
+
+    def _on_awareness_change(self, topic: str, change: tuple[dict[str, list[int]], Any]) -> None:
+        if topic != "update":
+            return
+        changes, origin = change
+        if isinstance(origin, Peer):
+            for client_id in (*changes["added"], *changes["updated"]):
+                self._awareness_owner[client_id] = origin
+                origin.awareness_ids.add(client_id)
+        for client_id in changes["removed"]:
+            owner = self._awareness_owner.pop(client_id, None)
+            if owner is not None:
+                owner.awareness_ids.discard(client_id)
+        changed = changes["added"] + changes["updated"] + changes["removed"]
+        self._broadcast(Broadcast("awareness-update", self.awareness.encode_awareness_update(changed)))
+
+    def _broadcast(self, message: Broadcast) -> None:
+        by_protocol: dict[str, list[int]] = {}
+        for peer in self.peers:
+            written = peer.send_broadcast(message)
+            if written:
+                counts = by_protocol.get(peer.protocol)
+                if counts is None:
+                    counts = by_protocol[peer.protocol] = [0, 0]
+                counts[0] += 1
+                counts[1] += written
+        for protocol, (messages, size) in by_protocol.items():
+            self._metrics.count_out(protocol, messages, size)
+
+    def close(self) -> None:
+        """Drop references so the document is freed at once."""
+        self.awareness.unobserve(self._awareness_subscription)
+        self.peers.clear()
+        self._awareness_owner.clear()
+
+
+class RoomRegistry:
+    """Loads, shares, persists and unloads rooms.
+
+    - Several clients joining a not-yet-loaded document share one load (one Room).
+    - A failed load raises RoomLoadError: nothing empty is ever created in its place.
+    - Updates reach the store within ``flush_interval`` (one transaction per flush for all rooms).
+    - A room without clients is flushed then unloaded after ``unload_grace``; it stays registered
+      until its flush has finished, so it is never re-loaded while being saved.
+    """
+
+    def __init__(
+        self, store: DocumentStore, metrics: Metrics, *, flush_interval: float, unload_grace: float
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.flush_interval = flush_interval
+        self.unload_grace = unload_grace
+        self.rooms: dict[str, Room] = {}
+        self.store_healthy = True
+        self._loading: dict[str, asyncio.Task[Room]] = {}
+        self._flush_lock = asyncio.Lock()
+        self._in_flight = 0
+        self._closing = False
+        self._stop_flushing = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the periodic flush."""
+        self._flusher = asyncio.create_task(self._flush_periodically(), name="item-socket-flush")
+
+    async def stop(self) -> None:
+        """Flush everything and unload every room (called once no client is attached)."""
+        self._closing = True
+        self._stop_flushing.set()
+        if self._flusher is not None:
+            await self._flusher
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await task
+        for attempt in range(3):
+            if await self.flush():
+                break
+            await asyncio.sleep(0.1 * (attempt + 1))
+        lost = self.backlog()
+        if lost:
+            log_event(logger, logging.ERROR, "updates_not_stored",
+                      "%d updates could not be written to the store before exit", lost, updates=lost)
+        for room in self.rooms.values():
+            if room.unload_timer is not None:
+                room.unload_timer.cancel()
+            room.close()
+        self.rooms.clear()
+
+    def backlog(self) -> int:
+        """Updates applied in memory and not yet durably stored."""
+        return self._in_flight + sum(len(room.pending) for room in self.rooms.values())
+
+    # --- acquire / release ------------------------------------------------------------------
+
+    async def acquire(self, name: str) -> Room:
+        """Return the loaded room ``name`` (loading it once for all concurrent callers) and hold it.
+
+        Every successful acquire must be paired with one ``release``.
+        """
+        while True:
+            if self._closing:
+                raise RoomLoadError("server is shutting down")
+            room = self.rooms.get(name)
+            if room is None:
+                task = self._loading.get(name)
+                if task is None:
+                    task = asyncio.create_task(self._load(name), name=f"item-socket-load:{name}")
+                    self._loading[name] = task
+                    task.add_done_callback(lambda _t, n=name: self._loading.pop(n, None))
+                room = await asyncio.shield(task)
+                if self.rooms.get(name) is not room:
+                    continue  # unloaded between the load and our turn: take the current one
+            room.holders += 1
+            if room.unload_timer is not None:
+                room.unload_timer.cancel()
+                room.unload_timer = None
+            return room
+
+    def release(self, room: Room) -> None:
+        """Drop one hold on ``room``; the last one schedules the unload after the grace period."""
+        room.holders -= 1
+        if room.holders == 0 and not self._closing:
+            loop = asyncio.get_running_loop()
+            room.unload_timer = loop.call_later(self.unload_grace, self._start_unload, room)
+
+    async def _load(self, name: str) -> Room:
+        try:
+            updates = await self.store.load(name)
+        except StoreError as exc:
+            self.store_healthy = False
+            self.metrics.errors.labels("store_read").inc()
+            log_event(logger, logging.ERROR, "load_failed", "cannot load %r: %s", name, exc, document=name)
+            raise RoomLoadError(f"document {name!r} cannot be loaded") from exc
+        doc: Doc = Doc()
+        for index, update in enumerate(updates):
+            try:
+                doc.apply_update(update)
+            except Exception as exc:
+                self.metrics.errors.labels("store_corrupt").inc()
+                log_event(logger, logging.ERROR, "load_failed",
+                          "stored update %d of %r is unreadable: %s", index, name, exc, document=name)
+                raise RoomLoadError(f"document {name!r} cannot be loaded") from exc
+        if self._closing:
+            raise RoomLoadError("server is shutting down")
+        room = Room(name, doc, self.metrics)
+        self.rooms[name] = room
+        self.metrics.loads.inc()
+        log_event(logger, logging.DEBUG, "document_loaded", "loaded %r (%d stored updates)", name,
+                  len(updates), document=name)
+        return room
+
+    def _start_unload(self, room: Room) -> None:
+        room.unload_timer = None
+        task = asyncio.create_task(self._unload(room))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _unload(self, room: Room) -> None:
+        if room.holders:
+            return
+        stored = await self.flush()
+        if room.holders or self.rooms.get(room.name) is not room:
+            return
+        if not stored or room.pending:
+            # Keep it in memory rather than lose updates; try again after another grace period.
+            room.unload_timer = asyncio.get_running_loop().call_later(
+                max(self.unload_grace, 1.0), self._start_unload, room
+            )
+            return
+        del self.rooms[room.name]
+        room.close()
+        self.metrics.unloads.inc()
+        log_event(logger, logging.DEBUG, "document_unloaded", "unloaded %r", room.name, document=room.name)
+
+    # --- persistence ------------------------------------------------------------------------
+
+    async def flush(self) -> bool:
+        """Write every room's pending updates to the store in one batch; False if the store failed."""
+        async with self._flush_lock:
+            batch = {name: room for name, room in self.rooms.items() if room.pending}
+            if not batch:
+                return True
+            updates = {name: room.pending for name, room in batch.items()}
+            for room in batch.values():
+                room.pending = []
+            self._in_flight = sum(len(u) for u in updates.values())
+            started = time.perf_counter()
+            try:
+                await self.store.append_many(updates)
+            except Exception as exc:
+                for name, room in batch.items():
+                    room.pending[:0] = updates[name]
+                self.store_healthy = False
+                self.metrics.errors.labels("store_write").inc()
+                log_event(logger, logging.ERROR, "flush_failed", "cannot write %d updates: %s",
+                          self._in_flight, exc, updates=self._in_flight)
+                return False
+            finally:
+                self._in_flight = 0
+            self.metrics.flush_seconds.observe(time.perf_counter() - started)
+            self.store_healthy = True
+            return True
+
+    async def _flush_periodically(self) -> None:
+        while not self._stop_flushing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_flushing.wait(), self.flush_interval)
+            await self.flush()

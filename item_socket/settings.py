@@ -1,0 +1,148 @@
+"""Settings of the item_socket service: CLI flags and ITEM_SOCKET_* environment variables.
+
+Every field is one CLI flag (``--max-message-bytes``) and one environment variable
+(``ITEM_SOCKET_MAX_MESSAGE_BYTES``). A flag given on the command line wins over the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "ITEM_SOCKET_"
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Validated configuration of one item_socket process."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    host: str = Field("0.0.0.0", min_length=1, description="Address to listen on.")
+    port: int = Field(8080, ge=1, le=65535, description="TCP port to listen on.")
+    data_dir: Path = Field(
+        Path("data"), description="Directory of the SQLite document store (created if missing)."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Minimum level of the JSON log lines written to stderr."
+    )
+    auth_secret_file: Path | None = Field(
+        None,
+        description="File holding the HS256 secret of the JWTs clients must present; "
+        "no file = no authentication (every client may write every document).",
+    )
+    flush_interval: float = Field(
+        0.5, gt=0, le=60, description="Seconds between writes of received updates to the store."
+    )
+    unload_grace: float = Field(
+        30.0, ge=0, le=86400, description="Seconds a document without clients stays in memory."
+    )
+    compact_after: int = Field(
+        500, ge=1, le=1_000_000, description="Stored updates of a document that trigger compaction."
+    )
+    max_message_bytes: int = Field(
+        32 * MIB,
+        ge=64 * 1024,
+        le=1024 * MIB,
+        description="Largest message (WebSocket frame or long-polling body) a client may send; keep "
+        "it above the largest document, which a first sync carries whole.",
+    )
+    rate_limit: float = Field(
+        200.0, ge=0, description="Messages per second one connection may send on average (0 = no limit)."
+    )
+    rate_burst: int = Field(2000, ge=1, description="Messages one connection may send in a burst.")
+    max_connections: int = Field(
+        10000, ge=0, description="Open client connections accepted at once (0 = no limit)."
+    )
+    shutdown_grace: float = Field(
+        10.0, gt=0, le=3600, description="Seconds from SIGTERM/SIGINT to process exit, at most."
+    )
+    ping_interval: float = Field(
+        25.0, gt=0, le=600, description="Seconds between keepalive pings on idle connections."
+    )
+    cors_allowed_origins: str = Field(
+        "*",
+        description="Comma-separated origins allowed to open Socket.IO connections ('*' = any, "
+        "'' = same origin only).",
+    )
+
+    @field_validator("host", "cors_allowed_origins")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @field_validator("auth_secret_file")
+    @classmethod
+    def _secret_file_readable(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if not value.is_file():
+            raise ValueError(f"{value} is not a readable file; create it with the JWT secret")
+        if not value.read_bytes().strip():
+            raise ValueError(f"{value} is empty; write the JWT secret into it")
+        return value
+
+    def allowed_origins(self) -> str | list[str] | None:
+        """The value python-socketio expects for ``cors_allowed_origins``."""
+        if self.cors_allowed_origins == "*":
+            return "*"
+        origins = [o.strip() for o in self.cors_allowed_origins.split(",") if o.strip()]
+        return origins or None
+
+
+class SettingsError(Exception):
+    """The configuration has one or more invalid values; the message has one line per value."""
+
+
+def flag_name(field: str) -> str:
+    """``max_message_bytes`` -> ``--max-message-bytes``."""
+    return "--" + field.replace("_", "-")
+
+
+def env_name(field: str) -> str:
+    """``max_message_bytes`` -> ``ITEM_SOCKET_MAX_MESSAGE_BYTES``."""
+    return ENV_PREFIX + field.upper()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI parser: one flag per Settings field, each defaulting to "not given"."""
+    parser = argparse.ArgumentParser(
+        prog="item-socket",
+        description="Real-time Yjs document service (Socket.IO + y-websocket on one port).",
+    )
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        parser.add_argument(
+            flag_name(name),
+            dest=name,
+            default=None,
+            metavar=name.upper(),
+            help=f"{field.description} [env {env_name(name)}, default {default}]",
+        )
+    return parser
+
+
+def load_settings(argv: Sequence[str] | None = None) -> Settings:
+    """Parse CLI flags (over ITEM_SOCKET_* variables) into Settings.
+
+    Raises SettingsError with one line per invalid field, each naming the flag and the variable.
+    """
+    args = build_parser().parse_args(argv)
+    given = {name: value for name, value in vars(args).items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            source = "flag" if field in given else "environment"
+            value = given.get(field, error.get("input"))
+            lines.append(
+                f"{flag_name(field)} ({env_name(field)}, from {source}): {error['msg']} (got {value!r})"
+            )
+        raise SettingsError("\n".join(lines)) from None

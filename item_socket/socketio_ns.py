@@ -1,0 +1,465 @@
+"""The Socket.IO protocol of npm ``y-socket.io``: one namespace ``/yjs|<document>`` per document.
+
+python-socketio does the handshake, namespaces, acks and long-polling. Broadcasts take a fast
+path of our own (see ``SocketIOPeer.send_broadcast``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import engineio
+import socketio
+from aiohttp import StreamReader, WSCloseCode, WSMsgType, web
+from engineio import packet as eio_packet
+from engineio.async_drivers.aiohttp import WebSocket as EngineIOWebSocket
+from engineio.async_drivers.aiohttp import translate_request as translate_aiohttp_request
+from engineio.payload import Payload
+from socketio import packet as sio_packet
+from socketio.exceptions import ConnectionRefusedError as SocketIORefusal
+
+from .auth import Access, Authorizer, Unauthorized
+from .connections import Connections
+from .limits import TokenBucket
+from .logs import log_event
+from .metrics import Metrics
+from .names import document_name_error
+from .rooms import Broadcast, InvalidUpdate, Peer, Room, RoomLoadError, RoomRegistry
+from .settings import Settings
+from .yprotocol import server_ws_frame
+
+logger = logging.getLogger(__name__)
+PROTOCOL = "socketio"
+NAMESPACE_PREFIX = "/yjs|"
+LIBRARY_LOGGERS = ("item_socket.lib.socketio", "item_socket.lib.engineio")
+
+
+class WebSockets:
+    """The aiohttp WebSocketResponse behind each Engine.IO session that uses the WebSocket transport."""
+
+    def __init__(self) -> None:
+        self.by_eio_sid: dict[str, tuple[web.WebSocketResponse, asyncio.Transport]] = {}
+        self.closing_tasks: set[asyncio.Future[Any]] = set()
+
+
+def install_websocket_driver(sio: socketio.AsyncServer, websockets: WebSockets, metrics: Metrics) -> None:
+    """Make Engine.IO's aiohttp driver refuse compression, expose its sockets, read whole bodies.
+
+    python-socketio's driver opens ``WebSocketResponse(max_msg_size=...)`` with aiohttp's default
+    ``compress=True`` (permessage-deflate: CPU per frame and per-connection compressor state that
+    rules out sharing pre-encoded frames), and keeps the response to itself. The replacement is set
+    on this server instance only, never on the library's module-level table.
+    """
+
+    class UncompressedWebSocket(EngineIOWebSocket):
+        async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+            request: web.Request = environ["aiohttp.request"]
+            self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
+            await self._sock.prepare(request)
+            self.environ = environ
+            eio_socket = self.handler.__self__
+            eio_sid: str = eio_socket.sid
+            entry = (self._sock, request.transport)
+            websockets.by_eio_sid[eio_sid] = entry
+            try:
+                await self.handler(self)
+            finally:
+                if websockets.by_eio_sid.get(eio_sid) is entry:
+                    del websockets.by_eio_sid[eio_sid]
+                if not eio_socket.closed and not eio_socket.closing:
+                    # The handler was cancelled (aiohttp's handler_cancellation, used by its test
+                    # server) before python-engineio closed the session: without this, no
+                    # disconnect event ever fires and the client's room is never released.
+                    task = asyncio.ensure_future(eio_socket.close(
+                        wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE))
+                    websockets.closing_tasks.add(task)
+                    task.add_done_callback(websockets.closing_tasks.discard)
+            return self._sock
+
+        async def close(self) -> None:
+            # python-engineio's writer calls this when it stops, also after a failed send because
+            # the client already closed its end. Closing the response then would make the reader
+            # drop the frames the client sent before closing (updates lost at disconnect); with
+            # the transport already going, the reader reaches those frames and then the EOF.
+            transport = self.environ["aiohttp.request"].transport
+            if transport is None or transport.is_closing():
+                return
+            await self._sock.close()
+
+        async def wait(self) -> bytes | str:
+            msg = await self._sock.receive()
+            if msg.type == WSMsgType.ERROR:
+                kind = "message_too_big" if "too big" in str(msg.data).lower() else "transport"
+                metrics.errors.labels(kind).inc()
+                log_event(logger, logging.WARNING, "connection_error", "Socket.IO websocket failed: %s",
+                          msg.data, protocol=PROTOCOL, reason=str(msg.data))
+            if not isinstance(msg.data, bytes | str):
+                raise OSError(f"websocket closed ({msg.type.name})")
+            return msg.data
+
+    def translate_request(request: web.Request) -> dict[str, Any]:
+        environ: dict[str, Any] = translate_aiohttp_request(request)
+        environ["wsgi.input"] = _ExactBody(request.content)
+        return environ
+
+    sio.eio._async = {**sio.eio._async, "websocket": UncompressedWebSocket,
+                      "translate_request": translate_request}
+
+
+class _ExactBody:
+    """Request body whose ``read(n)`` returns n bytes.
+
+    python-engineio reads a long-polling POST with one ``read(CONTENT_LENGTH)``, but aiohttp's
+    ``StreamReader.read(n)`` returns what has arrived so far: large POSTs were cut short
+    ("Invalid base64-encoded string") and their updates lost.
+    """
+
+    def __init__(self, content: StreamReader) -> None:
+        self._content = content
+
+    async def read(self, length: int = -1) -> bytes:
+        if length < 0:
+            return await self._content.read()
+        try:
+            return await self._content.readexactly(length)
+        except asyncio.IncompleteReadError as exc:
+            return exc.partial
+
+
+def _attachment_frame(message: Broadcast) -> bytes:
+    return server_ws_frame(message.payload)
+
+
+def _attachment_packet(message: Broadcast) -> eio_packet.Packet:
+    return eio_packet.Packet(eio_packet.MESSAGE, message.payload)
+
+
+class SocketIOPeer(Peer):
+    """One client of one ``/yjs|<document>`` namespace."""
+
+    protocol = PROTOCOL
+
+    def __init__(self, sio: socketio.AsyncServer, websockets: WebSockets, *, sid: str, eio_sid: str,
+                 namespace: str, room: Room, can_write: bool, bucket: TokenBucket, buffer_limit: int) -> None:
+        super().__init__(can_write)
+        self.sio = sio
+        self.sid = sid
+        self.eio_sid = eio_sid
+        self.namespace = namespace
+        self.room = room
+        self.bucket = bucket
+        self._websockets = websockets
+        self._buffer_limit = buffer_limit
+        self._closing = False
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def transport(self) -> str:
+        socket = self.sio.eio.sockets.get(self.eio_sid)
+        return "websocket" if socket is not None and socket.upgraded else "polling"
+
+    def _header(self, event: str) -> tuple[eio_packet.Packet, bytes]:
+        """The text part of a binary ``event`` in this namespace: constant, so built once per room.
+
+        A Socket.IO binary event is a text header whose argument is a placeholder
+        (``451-/yjs|doc,["sync-update",{"_placeholder":true,"num":0}]``) followed by the binary
+        attachment; python-socketio builds the header, we only reuse it.
+        """
+        key = ("socketio-header", event)
+        cached = self.room.protocol_cache.get(key)
+        if cached is None:
+            encoded = self.sio.packet_class(sio_packet.EVENT, namespace=self.namespace,
+                                            data=[event, b""]).encode()
+            header = eio_packet.Packet(eio_packet.MESSAGE, encoded[0])
+            cached = self.room.protocol_cache[key] = (header, server_ws_frame(header.encode()))
+        return cached
+
+    def send_broadcast(self, message: Broadcast) -> int:
+        # Why a fast path: python-socketio's emit to a room creates one asyncio task per recipient
+        # per frame, and each Engine.IO socket then passes the packet through its own queue and
+        # writer task. At 100 rooms x 4 clients that saturates a core at ~3.5k deliveries/s and
+        # loses updates. Here each broadcast is encoded once (the header once per room, the
+        # attachment frame once per update, shared by all peers). WebSocket clients whose
+        # Engine.IO queue is empty (so nothing queued can be overtaken) get the prepared frames
+        # written straight to their socket: no task, no queue. Other clients (polling, upgrading,
+        # with a backlog) get the same packets through their Engine.IO queue, without a task.
+        socket = self.sio.eio.sockets.get(self.eio_sid)
+        if self._closing or socket is None or socket.closed or socket.closing:
+            return 0
+        entry = self._websockets.by_eio_sid.get(self.eio_sid)
+        if entry is not None and socket.upgraded and not socket.upgrading and socket.queue.empty():
+            transport = entry[1]
+            if transport is None or transport.is_closing():
+                return 0
+            if transport.get_write_buffer_size() > self._buffer_limit:
+                self.close_soon(f"slow consumer: more than {self._buffer_limit} bytes waiting to be sent")
+                return 0
+            header_frame = self._header(message.event)[1]
+            attachment: bytes = message.encoded("socketio-ws", _attachment_frame)
+            transport.writelines((header_frame, attachment))
+            return len(header_frame) + len(attachment)
+        if socket.queue.qsize() > 10_000:
+            self.close_soon("slow consumer: more than 10000 packets queued")
+            return 0
+        socket.queue.put_nowait(self._header(message.event)[0])
+        # One packet object per transport kind: Packet.encode() caches its first encoding
+        # whatever the b64 argument, and polling needs base64 where WebSocket sends raw bytes.
+        key = "socketio-eio-websocket" if socket.upgraded else "socketio-eio-polling"
+        socket.queue.put_nowait(message.encoded(key, _attachment_packet))
+        return len(message.payload)
+
+    def close_soon(self, reason: str) -> None:
+        """Close the whole Engine.IO connection, so the client reconnects by itself."""
+        if self._closing:
+            return
+        self._closing = True
+        log_event(logger, logging.INFO, "connection_closed_by_server", "closing Socket.IO connection: %s",
+                  reason, protocol=PROTOCOL, document=self.room.name, reason=reason)
+        task = asyncio.create_task(self._close())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _close(self) -> None:
+        # Close the Engine.IO session at the transport level (not a Socket.IO DISCONNECT, after
+        # which clients stay away): the client sees its transport close and reconnects, possibly
+        # to another replica. Over WebSocket the client ignores an Engine.IO CLOSE packet, so the
+        # WebSocket itself is closed.
+        entry = self._websockets.by_eio_sid.get(self.eio_sid)
+        with contextlib.suppress(Exception):
+            if entry is not None:
+                await entry[0].close(code=WSCloseCode.GOING_AWAY)
+            else:
+                await self.sio.eio.disconnect(self.eio_sid)
+
+
+class YjsNamespace(socketio.AsyncNamespace):
+    """Catch-all namespace handler serving every ``/yjs|<document>`` namespace."""
+
+    def __init__(self, *, settings: Settings, registry: RoomRegistry, connections: Connections,
+                 authorizer: Authorizer, metrics: Metrics, websockets: WebSockets) -> None:
+        super().__init__("*")
+        self.settings = settings
+        self.registry = registry
+        self.connections = connections
+        self.authorizer = authorizer
+        self.metrics = metrics
+        self.websockets = websockets
+        self.peers: dict[tuple[str, str], SocketIOPeer] = {}
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        """Route events by their names (``sync-step-1`` is no valid method name)."""
+        if event == "connect":
+            return await self.on_connect(*args[:3], args[3] if len(args) > 3 else None)
+        if event == "disconnect":
+            namespace, sid = args[0], args[1]
+            return self.on_disconnect(namespace, sid)
+        namespace, sid, *data = args
+        peer = self.peers.get((namespace, sid))
+        if peer is None:
+            return None
+        received_at = time.perf_counter()
+        size = sum(len(d) for d in data if isinstance(d, bytes | str))
+        self.metrics.count_in(PROTOCOL, size)
+        if not peer.bucket.allow():
+            self.metrics.errors.labels("rate_limited").inc()
+            peer.close_soon(f"rate limit exceeded ({self.settings.rate_limit:g} messages/s)")
+            return None
+        try:
+            if event == "sync-step-1":
+                diff = peer.room.diff_since(_one_binary(event, data))
+                self.metrics.count_out(PROTOCOL, 1, len(diff))
+                return diff
+            if event == "sync-update":
+                update = _one_binary(event, data)
+                if peer.can_write:
+                    peer.room.apply_update(update, received_at)
+                return None
+            if event == "awareness-update":
+                peer.room.apply_awareness(_one_binary(event, data), peer)
+                return None
+        except InvalidUpdate as exc:
+            self.metrics.errors.labels("malformed").inc()
+            peer.close_soon(f"malformed {event}: {exc}")
+            return None
+        self.metrics.errors.labels("unknown_event").inc()
+        log_event(logger, logging.DEBUG, "unknown_event", "ignored unknown event %r", event,
+                  protocol=PROTOCOL, document=peer.room.name)
+        return None
+
+    async def on_connect(self, namespace: str, sid: str, environ: dict[str, Any], auth: Any) -> bool:
+        """Admit (or refuse with ConnectionRefusedError) a client joining ``/yjs|<document>``."""
+        if not namespace.startswith(NAMESPACE_PREFIX):
+            self._refused(namespace, "unknown namespace (expected /yjs|<document>)")
+            raise SocketIORefusal("Unknown namespace")
+        name = namespace[len(NAMESPACE_PREFIX):]
+        name_error = document_name_error(name)
+        if name_error:
+            self._refused(namespace, name_error)
+            raise SocketIORefusal(name_error)
+        refusal = self.connections.admission_error()
+        if refusal:
+            self._refused(namespace, refusal)
+            raise SocketIORefusal(refusal)
+        token = auth.get("token") if isinstance(auth, dict) else None
+        try:
+            access = self.authorizer.access(token if isinstance(token, str) else None, name)
+        except Unauthorized as exc:
+            self.metrics.errors.labels("unauthorized").inc()
+            self._refused(namespace, str(exc))
+            raise SocketIORefusal("Unauthorized") from None
+        try:
+            room = await self.registry.acquire(name)
+        except RoomLoadError as exc:
+            self.metrics.errors.labels("load_failed").inc()
+            self._refused(namespace, str(exc))
+            raise SocketIORefusal("Document unavailable") from None
+        eio_sid = self.server.manager.eio_sid_from_sid(sid, namespace)
+        if eio_sid is None or eio_sid not in self.server.eio.sockets:
+            self.registry.release(room)  # the client left while the document was loading
+            raise SocketIORefusal("Connection closed")
+        peer = SocketIOPeer(
+            self.server, self.websockets, sid=sid, eio_sid=eio_sid, namespace=namespace, room=room,
+            can_write=access >= Access.WRITE,
+            bucket=TokenBucket(self.settings.rate_limit, self.settings.rate_burst),
+            buffer_limit=2 * self.settings.max_message_bytes,
+        )
+        self.peers[(namespace, sid)] = peer
+        self.connections.add(peer)
+        room.add_peer(peer)
+        # The initial sync must follow the CONNECT packet, which python-socketio queues only
+        # after this handler returns.
+        task = asyncio.create_task(self._initial_sync(peer))
+        peer.tasks.add(task)
+        task.add_done_callback(peer.tasks.discard)
+        return True
+
+    def on_disconnect(self, namespace: str, sid: str) -> None:
+        """Detach the client; its awareness states are removed for everyone at once."""
+        peer = self.peers.pop((namespace, sid), None)
+        if peer is None:
+            return
+        peer.room.remove_peer(peer)
+        self.connections.discard(peer)
+        self.registry.release(peer.room)
+
+    async def _initial_sync(self, peer: SocketIOPeer) -> None:
+        room = peer.room
+
+        def on_client_diff(*args: Any) -> None:
+            # The client's ack to our sync-step-1: the updates we are missing.
+            if (peer.namespace, peer.sid) not in self.peers or not peer.can_write:
+                return
+            try:
+                room.apply_update(_one_binary("sync-step-1 ack", list(args)), time.perf_counter())
+            except InvalidUpdate as exc:
+                self.metrics.errors.labels("malformed").inc()
+                peer.close_soon(f"malformed sync-step-1 ack: {exc}")
+
+        try:
+            state = room.doc.get_state()
+            await self.server.emit("sync-step-1", state, to=peer.sid, namespace=peer.namespace,
+                                   callback=on_client_diff)
+            snapshot = room.awareness_snapshot() or room.awareness.encode_awareness_update([])
+            await self.server.emit("awareness-update", snapshot, to=peer.sid, namespace=peer.namespace)
+            self.metrics.count_out(PROTOCOL, 2, len(state) + len(snapshot))
+        except Exception as exc:
+            log_event(logger, logging.WARNING, "initial_sync_failed", "initial sync of %r failed: %s",
+                      room.name, exc, protocol=PROTOCOL, document=room.name)
+
+    def _refused(self, namespace: str, reason: str) -> None:
+        log_event(logger, logging.WARNING, "connection_refused", "refused Socket.IO connection to %r: %s",
+                  namespace, reason, protocol=PROTOCOL, namespace=namespace, reason=reason)
+
+
+def _one_binary(event: str, data: list[Any]) -> bytes:
+    if len(data) < 1 or not isinstance(data[0], bytes | bytearray):
+        raise InvalidUpdate(f"{event} expects one binary argument, got {[type(d).__name__ for d in data]}")
+    return bytes(data[0])
+
+
+def oversized_polling_guard(sio: socketio.AsyncServer, metrics: Metrics, max_bytes: int) -> Any:
+    """aiohttp middleware answering an oversized long-polling POST at once, and closing its session.
+
+    python-engineio refuses such a body but then waits, inside the request, for the session's
+    queued packets to be polled, which never happens while the client waits for the POST: the
+    request hangs until the ping timeout.
+    """
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        length = request.content_length
+        if request.method == "POST" and length is not None and length > max_bytes \
+                and request.path.startswith("/socket.io/"):
+            metrics.errors.labels("message_too_big").inc()
+            socket = sio.eio.sockets.get(request.query.get("sid", ""))
+            log_event(logger, logging.WARNING, "connection_error",
+                      "long-polling POST of %d bytes exceeds %d; closing the session", length, max_bytes,
+                      protocol=PROTOCOL, reason="message too big")
+            if socket is not None and not socket.closed and not socket.closing:
+                await socket.close(wait=False, abort=False, reason=sio.eio.reason.TRANSPORT_ERROR)
+            raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=length)
+        return await handler(request)
+
+    return guard
+
+
+class _EngineIOServer(engineio.AsyncServer):
+    """python-engineio's server, not hanging requests on the close of a long-polling session."""
+
+    async def disconnect(self, sid: str | None = None) -> None:
+        socket = self.sockets.get(sid) if sid is not None else None
+        if socket is not None and not socket.upgraded:
+            # python-engineio waits for the queued CLOSE packet to be polled, but no client polls
+            # a session whose request has just failed: that request (a malformed or oversized
+            # POST) hung until the ping timeout.
+            await socket.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
+            self.sockets.pop(sid, None)
+            return
+        await super().disconnect(sid)
+
+
+class SocketIOServer(socketio.AsyncServer):
+    """python-socketio's server, releasing long-polls of closed sessions at once."""
+
+    def _engineio_server_class(self) -> type[engineio.AsyncServer]:
+        return _EngineIOServer
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
+        await super()._handle_eio_disconnect(eio_sid, reason)
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is not None and not socket.upgraded:
+            # python-engineio leaves a pending long-poll GET of a closed session hanging until
+            # the ping timeout (25-45 s of a held request, and a client waiting on it); end it now.
+            socket.queue.put_nowait(None)
+
+
+def create_socketio_server(
+    settings: Settings, metrics: Metrics, websockets: WebSockets
+) -> socketio.AsyncServer:
+    """A python-socketio server configured for y-socket.io clients and real document sizes."""
+    sio = SocketIOServer(
+        async_mode="aiohttp",
+        namespaces="*",
+        cors_allowed_origins=settings.allowed_origins(),
+        # Handle each client's events in order, inline: with a task per event, packets read just
+        # before a disconnect are handled after it and dropped ("updates lost at disconnect").
+        async_handlers=False,
+        max_http_buffer_size=settings.max_message_bytes,
+        ping_interval=settings.ping_interval,
+        # Loggers of our own: given False, the libraries attach a plain-text handler of their own,
+        # which breaks the one-JSON-object-per-line stderr.
+        logger=logging.getLogger(LIBRARY_LOGGERS[0]),
+        engineio_logger=logging.getLogger(LIBRARY_LOGGERS[1]),
+    )
+    install_websocket_driver(sio, websockets, metrics)
+    # python-engineio refuses long-polling POSTs of more than 16 packets ("Too many packets in
+    # payload") and drops them whole; socket.io-client batches everything queued during a poll,
+    # so a typing burst over polling would lose updates. The limit is a class attribute (the
+    # knob the maintainer documents); the body size stays bounded by max_http_buffer_size.
+    Payload.max_decode_packets = max(Payload.max_decode_packets, settings.max_message_bytes // 2)
+    return sio
+

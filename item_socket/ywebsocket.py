@@ -1,0 +1,227 @@
+"""The plain y-websocket protocol (npm ``y-websocket`` WebsocketProvider) at ``/ws/<document>``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from .auth import Access, Authorizer, Unauthorized
+from .connections import Connections
+from .keys import AUTHORIZER, CONNECTIONS, METRICS, REGISTRY, SETTINGS
+from .limits import TokenBucket
+from .logs import log_event
+from .metrics import Metrics
+from .names import document_name_error
+from .rooms import Broadcast, InvalidUpdate, Peer, Room, RoomLoadError, RoomRegistry
+from .settings import Settings
+from .yprotocol import (
+    MESSAGE_AUTH,
+    MESSAGE_AWARENESS,
+    MESSAGE_QUERY_AWARENESS,
+    MESSAGE_SYNC,
+    SYNC_STEP1,
+    SYNC_STEP2,
+    SYNC_UPDATE,
+    ProtocolError,
+    auth_denied_message,
+    awareness_message,
+    read_var_bytes,
+    read_var_uint,
+    server_ws_frame,
+    sync_message,
+)
+
+logger = logging.getLogger(__name__)
+PROTOCOL = "ywebsocket"
+
+
+def _encode_frame(message: Broadcast) -> bytes:
+    if message.event == "sync-update":
+        return server_ws_frame(sync_message(SYNC_UPDATE, message.payload))
+    return server_ws_frame(awareness_message(message.payload))
+
+
+class YWebsocketPeer(Peer):
+    """A y-websocket connection. Broadcasts are written as one pre-encoded frame per message."""
+
+    protocol = PROTOCOL
+
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, can_write: bool,
+                 buffer_limit: int, document: str) -> None:
+        super().__init__(can_write)
+        self.ws = ws
+        self.document = document
+        self._transport = transport
+        self._buffer_limit = buffer_limit
+        self._closing = False
+        self.close_task: asyncio.Task[Any] | None = None
+
+    @property
+    def transport(self) -> str:
+        return "websocket"
+
+    def send_broadcast(self, message: Broadcast) -> int:
+        # Fast path: the frame is encoded once per broadcast (shared by every peer) and written
+        # straight to the socket, with no coroutine or task per recipient. Safe because we never
+        # negotiate permessage-deflate (no per-connection compressor state) and aiohttp writes
+        # each frame of its own with a single synchronous transport.write as well.
+        transport = self._transport
+        if self._closing or transport.is_closing():
+            return 0
+        if transport.get_write_buffer_size() > self._buffer_limit:
+            self.close_soon(f"slow consumer: more than {self._buffer_limit} bytes waiting to be sent")
+            return 0
+        frame: bytes = message.encoded(PROTOCOL, _encode_frame)
+        transport.write(frame)
+        return len(frame)
+
+    def close_soon(self, reason: str, code: int = WSCloseCode.GOING_AWAY) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        log_event(logger, logging.INFO, "connection_closed_by_server", "closing y-websocket connection: %s",
+                  reason, protocol=PROTOCOL, document=self.document, reason=reason)
+        self.close_task = asyncio.create_task(self.ws.close(code=code, message=reason[:120].encode()))
+
+
+def handle_message(room: Room, peer: YWebsocketPeer, data: bytes, received_at: float) -> bytes | None:
+    """Process one client message; return the reply to send, if any.
+
+    Raises ProtocolError or InvalidUpdate on bad input (the caller closes the connection).
+    """
+    message_type, pos = read_var_uint(data, 0)
+    if message_type == MESSAGE_SYNC:
+        subtype, pos = read_var_uint(data, pos)
+        if subtype == SYNC_STEP1:
+            state_vector, _ = read_var_bytes(data, pos)
+            return sync_message(SYNC_STEP2, room.diff_since(state_vector))
+        if subtype in (SYNC_STEP2, SYNC_UPDATE):
+            if not peer.can_write:
+                return None  # read-only: writes are dropped, the connection stays
+            update, _ = read_var_bytes(data, pos)
+            room.apply_update(update, received_at)
+            return None
+        raise ProtocolError(f"unknown sync message subtype {subtype}")
+    if message_type == MESSAGE_AWARENESS:
+        update, _ = read_var_bytes(data, pos)
+        room.apply_awareness(update, peer)
+        return None
+    if message_type == MESSAGE_QUERY_AWARENESS:
+        snapshot = room.awareness_snapshot()
+        return awareness_message(snapshot) if snapshot is not None else None
+    if message_type == MESSAGE_AUTH:
+        return None  # only meaningful server -> client
+    raise ProtocolError(f"unknown message type {message_type}")
+
+
+async def _send(ws: web.WebSocketResponse, data: bytes) -> bool:
+    """Send one message; False if the client is gone.
+
+    A failed send must not stop the reading: a client that wrote and then closed its end at once
+    (an app killed right after typing) has messages still waiting to be read and applied.
+    """
+    try:
+        await ws.send_bytes(data)
+    except ConnectionResetError:
+        return False
+    return True
+
+
+async def handle_ywebsocket(request: web.Request) -> web.StreamResponse:
+    """aiohttp handler of ``/ws/{doc}``: one y-websocket connection to one document."""
+    settings: Settings = request.app[SETTINGS]
+    registry: RoomRegistry = request.app[REGISTRY]
+    connections: Connections = request.app[CONNECTIONS]
+    authorizer: Authorizer = request.app[AUTHORIZER]
+    metrics: Metrics = request.app[METRICS]
+
+    name = request.match_info["doc"]
+    name_error = document_name_error(name)
+    if name_error:
+        raise web.HTTPBadRequest(text=f"{name_error}\n")
+    refusal = connections.admission_error()
+    if refusal:
+        raise web.HTTPServiceUnavailable(text=f"{refusal}\n", headers={"Retry-After": "1"})
+    transport = request.transport
+    if transport is None:
+        raise web.HTTPBadRequest(text="connection already closed\n")
+
+    ws = web.WebSocketResponse(
+        compress=False,  # never permessage-deflate: see YWebsocketPeer.send_broadcast
+        max_msg_size=settings.max_message_bytes,
+        heartbeat=settings.ping_interval,
+    )
+    await ws.prepare(request)
+
+    try:
+        access = authorizer.access(request.query.get("token"), name)
+    except Unauthorized as exc:
+        metrics.errors.labels("unauthorized").inc()
+        log_event(logger, logging.WARNING, "connection_refused", "refused y-websocket connection to %r: %s",
+                  name, exc, protocol=PROTOCOL, document=name, reason=str(exc))
+        await ws.send_bytes(auth_denied_message(str(exc)))
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"Unauthorized")
+        return ws
+
+    try:
+        room = await registry.acquire(name)
+    except RoomLoadError as exc:
+        metrics.errors.labels("load_failed").inc()
+        log_event(logger, logging.WARNING, "connection_refused", "refused y-websocket connection to %r: %s",
+                  name, exc, protocol=PROTOCOL, document=name, reason=str(exc))
+        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"document unavailable")
+        return ws
+
+    peer = YWebsocketPeer(ws, transport, access >= Access.WRITE,
+                          buffer_limit=2 * settings.max_message_bytes, document=name)
+    bucket = TokenBucket(settings.rate_limit, settings.rate_burst)
+    connections.add(peer)
+    room.add_peer(peer)
+    try:
+        await _send(ws, sync_message(SYNC_STEP1, room.doc.get_state()))
+        snapshot = room.awareness_snapshot()
+        if snapshot is not None:
+            await _send(ws, awareness_message(snapshot))
+        async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                received_at = time.perf_counter()
+                data: bytes = msg.data
+                metrics.count_in(PROTOCOL, len(data))
+                if not bucket.allow():
+                    metrics.errors.labels("rate_limited").inc()
+                    peer.close_soon(f"rate limit exceeded ({settings.rate_limit:g} messages/s)",
+                                    WSCloseCode.POLICY_VIOLATION)
+                    break
+                try:
+                    reply = handle_message(room, peer, data, received_at)
+                except (ProtocolError, InvalidUpdate) as exc:
+                    metrics.errors.labels("malformed").inc()
+                    peer.close_soon(f"malformed message: {exc}", WSCloseCode.UNSUPPORTED_DATA)
+                    break
+                if reply is not None and await _send(ws, reply):
+                    metrics.count_out(PROTOCOL, 1, len(reply))
+            elif msg.type == WSMsgType.TEXT:
+                metrics.errors.labels("malformed").inc()
+                peer.close_soon("text frame received; y-websocket messages are binary",
+                                WSCloseCode.UNSUPPORTED_DATA)
+                break
+            elif msg.type == WSMsgType.ERROR:
+                kind = "message_too_big" if "too big" in str(msg.data).lower() else "transport"
+                metrics.errors.labels(kind).inc()
+                log_event(logger, logging.WARNING, "connection_error",
+                          "y-websocket connection to %r failed: %s", name, msg.data,
+                          protocol=PROTOCOL, document=name, reason=str(msg.data))
+                break
+    finally:
+        room.remove_peer(peer)
+        connections.discard(peer)
+        registry.release(room)
+    if peer.close_task is not None:
+        with contextlib.suppress(Exception):
+            await peer.close_task
+    return ws

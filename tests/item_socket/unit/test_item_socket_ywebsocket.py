@@ -1,0 +1,213 @@
+"""The y-websocket protocol at /ws/<doc>, driven by a Python client (aiohttp + pycrdt)."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from pycrdt import Doc, Text
+
+from item_socket.keys import REGISTRY
+from item_socket.yprotocol import (
+    MESSAGE_QUERY_AWARENESS,
+    SYNC_STEP2,
+    SYNC_UPDATE,
+    sync_message,
+    write_var_uint,
+)
+
+from .conftest import RunningServer, ServerFactory
+from .support import YWebsocketClient, awareness_update, wait_until
+
+
+async def test_two_clients_converge_and_a_new_client_gets_the_state(
+    server: RunningServer, session: aiohttp.ClientSession
+) -> None:
+    a = await YWebsocketClient(session, server.ws_url("conv")).connect()
+    b = await YWebsocketClient(session, server.ws_url("conv")).connect()
+    a.text += "hello "
+    b.text += "world"
+    await wait_until(lambda: len(str(a.text)) == 11 and str(a.text) == str(b.text), what="convergence")
+    late = await YWebsocketClient(session, server.ws_url("conv")).connect()
+    assert str(late.text) == str(a.text)
+    for client in (a, b, late):
+        await client.close()
+
+
+async def test_every_frame_carries_exactly_one_message(
+    server: RunningServer, session: aiohttp.ClientSession
+) -> None:
+    a = await YWebsocketClient(session, server.ws_url("frames")).connect()
+    await a.send_awareness(1234, 1, {"user": "a"})
+    b = await YWebsocketClient(session, server.ws_url("frames")).connect()
+    a.text += "x"
+    await wait_until(lambda: str(b.text) == "x" and 1234 in b.awareness_seen, what="update + awareness")
+    from item_socket.yprotocol import read_var_bytes, read_var_uint
+
+    for frame in b.received_frames:
+        kind, pos = read_var_uint(frame, 0)
+        if kind == 0:
+            _, pos = read_var_uint(frame, pos)
+        _, end = read_var_bytes(frame, pos)
+        assert end == len(frame), f"frame carries more than one message: {frame!r}"
+    await a.close()
+    await b.close()
+
+
+async def test_awareness_is_relayed_and_removed_when_its_connection_closes(
+    server: RunningServer, session: aiohttp.ClientSession
+) -> None:
+    a = await YWebsocketClient(session, server.ws_url("aw")).connect()
+    b = await YWebsocketClient(session, server.ws_url("aw")).connect()
+    await a.send_awareness(777, 3, {"cursor": 5})
+    await wait_until(lambda: b.awareness_seen.get(777) == {"cursor": 5}, what="awareness relayed")
+    await a.close()  # no goodbye message: the server must remove 777 by itself
+    await wait_until(lambda: 777 in b.awareness_seen and b.awareness_seen[777] is None, what="removal")
+    await b.close()
+
+
+async def test_query_awareness_is_answered(server: RunningServer, session: aiohttp.ClientSession) -> None:
+    a = await YWebsocketClient(session, server.ws_url("query")).connect()
+    await a.send_awareness(42, 1, {"name": "q"})
+    b = await YWebsocketClient(session, server.ws_url("query")).connect()
+    b.awareness_seen.clear()
+    await b.send_raw(bytes([MESSAGE_QUERY_AWARENESS]))
+    await wait_until(lambda: b.awareness_seen.get(42) == {"name": "q"}, what="awareness answer")
+    await a.close()
+    await b.close()
+
+
+async def test_document_survives_unload_and_server_restart(
+    server_factory: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    first = await server_factory()
+    a = await YWebsocketClient(session, first.ws_url("persist")).connect()
+    a.text += "durable"
+    await wait_until(
+        lambda: first.app[REGISTRY].backlog() == 0 and len(first.app[REGISTRY].rooms) == 1, what="flush"
+    )
+    await a.close()
+    await wait_until(lambda: "persist" not in first.app[REGISTRY].rooms, what="unload")
+    again = await YWebsocketClient(session, first.ws_url("persist")).connect()
+    assert str(again.text) == "durable"
+    await again.close()
+    await first.server.close()
+    second = await server_factory()
+    b = await YWebsocketClient(session, second.ws_url("persist")).connect()
+    assert str(b.text) == "durable"
+    await b.close()
+
+
+async def test_burst_then_immediate_close_loses_nothing(
+    server: RunningServer, session: aiohttp.ClientSession
+) -> None:
+    source: Doc = Doc()
+    text = source.get("t", type=Text)
+    updates = []
+    for i in range(300):
+        before = source.get_state()
+        text += f"{i};"
+        updates.append(source.get_update(before))
+    ws = await session.ws_connect(server.ws_url("burst"))
+    for update in updates:
+        await ws.send_bytes(sync_message(SYNC_UPDATE, update))
+    await ws.close()
+    reader = await YWebsocketClient(session, server.ws_url("burst")).connect()
+    await wait_until(lambda: str(reader.text) == str(text), what="all 300 updates")
+    await reader.close()
+
+
+@pytest.mark.parametrize(
+    ("frame", "why"),
+    [
+        (b"\x00\x02\xff\xff\xff", "truncated varUint"),
+        (b"\x00\x02\x10abc", "byte array runs past the end"),
+        (sync_message(SYNC_UPDATE, b"\x07\x99garbage-update"), "garbage update"),
+        (b"\x09\x00", "unknown message type"),
+        (b"\x00\x07\x00", "unknown sync subtype"),
+        (b"\x01\x05\x01\x02", "truncated awareness"),
+        (b"", "empty frame"),
+        (sync_message(SYNC_UPDATE, bytes.fromhex("bff9fffb00")), "update declaring 2^28 clients"),
+        (sync_message(0, bytes.fromhex("bff9fffb00")), "state vector declaring 2^28 clients"),
+        (b"\x01\x09\x01\x05\x01\x05{bad]", "awareness state that is not JSON"),
+    ],
+)
+async def test_malformed_frame_closes_only_that_connection(
+    server: RunningServer, session: aiohttp.ClientSession, frame: bytes, why: str
+) -> None:
+    good = await YWebsocketClient(session, server.ws_url("victim")).connect()
+    good.text += "safe"
+    bad = await YWebsocketClient(session, server.ws_url("victim")).connect()
+    await bad.send_raw(frame)
+    await bad.closed.wait()
+    assert bad.close_code in (1003, 1007), why
+    # Everyone else is still served, and the document is intact.
+    good.text += "!"
+    other = await YWebsocketClient(session, server.ws_url("victim")).connect()
+    await wait_until(lambda: str(other.text) == "safe!", what="document intact after " + why)
+    await good.close()
+    await other.close()
+
+
+async def test_text_frame_closes_the_connection(
+    server: RunningServer, session: aiohttp.ClientSession
+) -> None:
+    bad = await YWebsocketClient(session, server.ws_url("text")).connect()
+    assert bad.ws is not None
+    await bad.ws.send_str("hello")
+    await bad.closed.wait()
+    assert bad.close_code == 1003
+
+
+async def test_oversized_message_closes_the_connection(
+    server_factory: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    server = await server_factory(max_message_bytes=64 * 1024)
+    bad = await YWebsocketClient(session, server.ws_url("big")).connect()
+    await bad.send_raw(sync_message(SYNC_UPDATE, b"\x00" * (65 * 1024)))
+    await bad.closed.wait()
+    assert bad.close_code == 1009
+    good = await YWebsocketClient(session, server.ws_url("big")).connect()
+    good.text += "still here"
+    await good.close()
+
+
+async def test_rate_limit_closes_a_flooding_connection(
+    server_factory: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    server = await server_factory(rate_limit=5, rate_burst=10)
+    flood = await YWebsocketClient(session, server.ws_url("flood")).connect()
+    for _ in range(40):
+        if flood.closed.is_set():
+            break
+        await flood.send_raw(bytes([MESSAGE_QUERY_AWARENESS]))
+    await flood.closed.wait()
+    assert flood.close_code == 1008
+
+
+async def test_large_document_syncs_to_a_fresh_client(
+    server: RunningServer, session: aiohttp.ClientSession
+) -> None:
+    writer = await YWebsocketClient(session, server.ws_url("large")).connect()
+    writer.text += "y" * (5 * 1024 * 1024)
+    reader = await YWebsocketClient(session, server.ws_url("large")).connect()
+    await wait_until(lambda: len(str(reader.text)) == 5 * 1024 * 1024, what="5 MiB document")
+    await writer.close()
+    await reader.close()
+
+
+async def test_sync_step2_from_the_client_is_applied(
+    server: RunningServer, session: aiohttp.ClientSession
+) -> None:
+    source: Doc = Doc()
+    source.get("t", type=Text).insert(0, "from step 2")
+    ws = await session.ws_connect(server.ws_url("step2"))
+    await ws.send_bytes(sync_message(SYNC_STEP2, source.get_update()))
+    await ws.close()
+    reader = await YWebsocketClient(session, server.ws_url("step2")).connect()
+    await wait_until(lambda: str(reader.text) == "from step 2", what="step 2 applied")
+    await reader.close()
+
+
+def test_awareness_helper_encodes_like_y_protocols() -> None:
+    # varUint(1 entry), client 300 (two bytes), clock 1, JSON string
+    assert awareness_update(300, 1, None) == b"\x01" + write_var_uint(300) + b"\x01\x04null"
