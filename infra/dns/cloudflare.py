@@ -45,12 +45,11 @@ def create_records(
     opts: pulumi.ResourceOptions | None = None,
 ) -> list[pulumi.Resource]:
     """One `cloudflare.DnsRecord` per record (not proxied: the edge terminates TLS itself)."""
-    zone = zone_rules.normalize_zone(zone)
-    zone_rules.validate_records(zone, records)
+    zone = zone_rules.checked_zone(zone, records)
     if not records:
         return []
     zone_id = find_zone_id(zone, opts)
-    import_ids: list[str | None] = [None] * len(records)
+    import_ids: list[str | None] | None = None
     if adopt_existing:
         import_ids = zone_rules.adoption_ids(
             "Cloudflare",
@@ -61,14 +60,15 @@ def create_records(
         )
     return [
         cloudflare.DnsRecord(
-            zone_rules.resource_name("cloudflare", zone, record, index),
+            logical_name,
             zone_id=zone_id,
             name=zone_rules.fqdn(zone, record),
             type=record.type,
             content=record.value,
             ttl=record.ttl,
             proxied=False,
-            opts=zone_rules.with_import(opts, import_id),
+            opts=record_opts,
         )
-        for (index, record), import_id in zip(zone_rules.numbered(records), import_ids, strict=True)
+        for logical_name, record, record_opts in zone_rules.per_record_args(
+            "cloudflare", zone, records, opts, import_ids)
     ]

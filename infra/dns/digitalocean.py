@@ -35,13 +35,12 @@ def create_records(
     opts: pulumi.ResourceOptions | None = None,
 ) -> list[pulumi.Resource]:
     """One `digitalocean.DnsRecord` per record on the existing domain `zone`."""
-    zone = zone_rules.normalize_zone(zone)
-    zone_rules.validate_records(zone, records)
+    zone = zone_rules.checked_zone(zone, records)
     if not records:
         return []
     # Fails early, with the provider's message, when the domain is not in the account.
     domain = digitalocean.get_domain(name=zone, opts=zone_rules.invoke_options(opts)).name or zone
-    import_ids: list[str | None] = [None] * len(records)
+    import_ids: list[str | None] | None = None
     if adopt_existing:
         import_ids = zone_rules.adoption_ids(
             "DigitalOcean",
@@ -52,13 +51,14 @@ def create_records(
         )
     return [
         digitalocean.DnsRecord(
-            zone_rules.resource_name("digitalocean", zone, record, index),
+            logical_name,
             domain=domain,
             name=zone_rules.relative_name(record),
             type=record.type,
             value=record.value,
             ttl=record.ttl,
-            opts=zone_rules.with_import(opts, import_id),
+            opts=record_opts,
         )
-        for (index, record), import_id in zip(zone_rules.numbered(records), import_ids, strict=True)
+        for logical_name, record, record_opts in zone_rules.per_record_args(
+            "digitalocean", zone, records, opts, import_ids)
     ]

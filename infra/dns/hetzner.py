@@ -41,8 +41,7 @@ def create_records(
     opts: pulumi.ResourceOptions | None = None,
 ) -> list[pulumi.Resource]:
     """One `hcloud.ZoneRrset` per (name, type) in the existing zone `zone`."""
-    zone = zone_rules.normalize_zone(zone)
-    zone_rules.validate_records(zone, records)
+    zone = zone_rules.checked_zone(zone, records)
     if not records:
         return []
     existing = existing_rrsets(zone, opts) if adopt_existing else set()

@@ -53,8 +53,7 @@ def create_records(
     opts: pulumi.ResourceOptions | None = None,
 ) -> list[pulumi.Resource]:
     """The `ionoscloud.dns.Zone` and one `ionoscloud.dns.Record` per record."""
-    zone = zone_rules.normalize_zone(zone)
-    zone_rules.validate_records(zone, records)
+    zone = zone_rules.checked_zone(zone, records)
     if not records:
         return []
     existing_zone_id = find_zone_id(zone, opts) if adopt_existing else None
@@ -69,7 +68,7 @@ def create_records(
         enabled=True,
         opts=pulumi.ResourceOptions.merge(opts, zone_options),
     )
-    import_ids: list[str | None] = [None] * len(records)
+    import_ids: list[str | None] | None = None
     if existing_zone_id:
         import_ids = zone_rules.adoption_ids(
             "IONOS Cloud DNS",
@@ -82,15 +81,16 @@ def create_records(
         )
     records_created: list[pulumi.Resource] = [
         ionoscloud.dns.Record(
-            zone_rules.resource_name("ionos-cloud", zone, record, index),
+            logical_name,
             zone_id=dns_zone.id,
             name=zone_rules.relative_name(record, IONOS_CLOUD_APEX),
             type=record.type,
             content=record.value,
             ttl=record.ttl,
             enabled=True,
-            opts=zone_rules.with_import(opts, import_id),
+            opts=record_opts,
         )
-        for (index, record), import_id in zip(zone_rules.numbered(records), import_ids, strict=True)
+        for logical_name, record, record_opts in zone_rules.per_record_args(
+            "ionos-cloud", zone, records, opts, import_ids)
     ]
     return [dns_zone, *records_created]

@@ -578,26 +578,24 @@ def create_records(
     Reads the secret API key from `spaced:ionosHostingApiKey` and the API base URL from
     `spaced:ionosHostingBaseUrl` (default the production API; tests point it at a local fake).
     """
-    zone = zone_rules.normalize_zone(zone)
-    zone_rules.validate_records(zone, records)
+    zone = zone_rules.checked_zone(zone, records)
     config = pulumi.Config("spaced")
     api_key = config.require_secret(CONFIG_API_KEY)
     base_url = config.get(CONFIG_BASE_URL) or DEFAULT_BASE_URL
-    resources: list[pulumi.Resource] = []
-    # `numbered` tells round-robin records (same name and type) apart in their logical names.
-    for index, record in zone_rules.numbered(records):
-        resources.append(
-            IonosHostingRecord(
-                zone_rules.resource_name("ionos-hosting", zone, record, index),
-                zone=zone,
-                record_name=record.name,
-                type=record.type,
-                content=record.value,
-                ttl=max(record.ttl, MIN_TTL),
-                adopt_existing=adopt_existing,
-                api_key=api_key,
-                base_url=base_url,
-                opts=opts,
-            )
+    # The dynamic provider adopts existing records itself (see its `create`): no import ids here.
+    return [
+        IonosHostingRecord(
+            logical_name,
+            zone=zone,
+            record_name=record.name,
+            type=record.type,
+            content=record.value,
+            ttl=max(record.ttl, MIN_TTL),
+            adopt_existing=adopt_existing,
+            api_key=api_key,
+            base_url=base_url,
+            opts=record_opts,
         )
-    return resources
+        for logical_name, record, record_opts in zone_rules.per_record_args(
+            "ionos-hosting", zone, records, opts)
+    ]

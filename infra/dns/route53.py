@@ -32,8 +32,7 @@ def create_records(
     opts: pulumi.ResourceOptions | None = None,
 ) -> list[pulumi.Resource]:
     """One `aws.route53.Record` per (name, type) with all its values."""
-    zone = zone_rules.normalize_zone(zone)
-    zone_rules.validate_records(zone, records)
+    zone = zone_rules.checked_zone(zone, records)
     if not records:
         return []
     zone_id = find_zone_id(zone, opts)

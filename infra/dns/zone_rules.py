@@ -114,6 +114,13 @@ def validate_records(zone: str, records: Sequence[DnsRecord]) -> list[DnsRecord]
     return list(records)
 
 
+def checked_zone(zone: str, records: Sequence[DnsRecord]) -> str:
+    """Every backend's first step: the normalized zone, once all `records` pass `validate_records`."""
+    zone = normalize_zone(zone)
+    validate_records(zone, records)
+    return zone
+
+
 def fqdn(zone: str, record: DnsRecord) -> str:
     """The absolute name without the trailing dot: `www.example.com`, or `example.com` for the apex."""
     zone = normalize_zone(zone)
@@ -156,6 +163,23 @@ def numbered(records: Sequence[DnsRecord]) -> list[tuple[int, DnsRecord]]:
         result.append((counters.get(key, 0), record))
         counters[key] = counters.get(key, 0) + 1
     return result
+
+
+def per_record_args(
+    prefix: str,
+    zone: str,
+    records: Sequence[DnsRecord],
+    opts: pulumi.ResourceOptions | None,
+    import_ids: Sequence[str | None] | None = None,
+) -> list[tuple[str, DnsRecord, pulumi.ResourceOptions]]:
+    """For backends with one resource per record: each record with its logical name (`resource_name`)
+    and its options, which import `import_ids[i]` where adoption found one (see `adoption_ids`)."""
+    if import_ids is None:
+        import_ids = [None] * len(records)
+    return [
+        (resource_name(prefix, zone, record, index), record, with_import(opts, import_id))
+        for (index, record), import_id in zip(numbered(records), import_ids, strict=True)
+    ]
 
 
 def invoke_options(opts: pulumi.ResourceOptions | None) -> pulumi.InvokeOptions | None:

@@ -15,7 +15,7 @@ import pulumi_aws as aws
 from infra.host import Host
 from infra.plans.cloud_init import cloud_config
 from infra.plans.firewall import FirewallRule, split_families
-from infra.providers.base import ProvisionContext, node_labels
+from infra.providers.base import ProvisionContext, build_host, protect_server, provision_server
 from infra.topology import AwsNode
 
 DEBIAN_OWNER = "136693071363"  # the Debian cloud team's AWS account (https://wiki.debian.org/Cloud/AmazonEC2Image)
@@ -92,18 +92,7 @@ class AwsServer(pulumi.ComponentResource):
             public_ipv4 = self.elastic_ip.public_ip
         else:
             public_ipv4 = self.instance.public_ip
-        self.host = Host(
-            name=node.name,
-            provider=node.provider,
-            region=node.region,
-            public_ipv4=public_ipv4,
-            mesh_ip=ctx.mesh_ips[node.name],
-            ssh_user=ctx.ssh_user,
-            manager=node.manager,
-            edge=node.edge,
-            labels=node_labels(node),
-            resources=(self,),
-        )
+        self.host = build_host(node, ctx, self, public_ipv4)
         self.register_outputs({"ipv4": public_ipv4, "instance_id": self.instance.id})
 
     def add_firewall(self, rules: Sequence[FirewallRule]) -> list[pulumi.Resource]:
@@ -129,14 +118,10 @@ class AwsServer(pulumi.ComponentResource):
 
 def provision(node: AwsNode, ctx: ProvisionContext) -> Host:
     """Pass one: security group (no ingress yet), instance, Elastic IP; returns the Host."""
-    component = AwsServer(node.name, node, ctx)
-    ctx.components[node.name] = component
-    return component.host
+    return provision_server(AwsServer, node, ctx)
 
 
 def protect(node: AwsNode, host: Host, rules: Sequence[FirewallRule], ctx: ProvisionContext
             ) -> list[pulumi.Resource]:
     """Pass two: the ingress rules."""
-    component = ctx.components[node.name]
-    assert isinstance(component, AwsServer)
-    return component.add_firewall(rules)
+    return protect_server(AwsServer, node, rules, ctx)

@@ -10,7 +10,7 @@ import pulumi_digitalocean as digitalocean
 from infra.host import Host
 from infra.plans.cloud_init import cloud_config
 from infra.plans.firewall import FirewallRule
-from infra.providers.base import ProvisionContext, node_labels
+from infra.providers.base import ProvisionContext, build_host, protect_server, provision_server
 from infra.topology import DigitalOceanNode
 
 ANYWHERE = ["0.0.0.0/0", "::/0"]
@@ -38,19 +38,7 @@ class DigitalOceanServer(pulumi.ComponentResource):
             # Changing user data replaces a droplet; running nodes keep theirs.
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["user_data"]),
         )
-        self.host = Host(
-            name=node.name,
-            provider=node.provider,
-            region=node.region,
-            public_ipv4=self.droplet.ipv4_address,
-            public_ipv6=self.droplet.ipv6_address,
-            mesh_ip=ctx.mesh_ips[node.name],
-            ssh_user=ctx.ssh_user,
-            manager=node.manager,
-            edge=node.edge,
-            labels=node_labels(node),
-            resources=(self,),
-        )
+        self.host = build_host(node, ctx, self, self.droplet.ipv4_address, self.droplet.ipv6_address)
         self.register_outputs({"ipv4": self.droplet.ipv4_address, "ipv6": self.droplet.ipv6_address})
 
     def add_firewall(self, rules: Sequence[FirewallRule]) -> list[pulumi.Resource]:
@@ -77,14 +65,10 @@ class DigitalOceanServer(pulumi.ComponentResource):
 
 def provision(node: DigitalOceanNode, ctx: ProvisionContext) -> Host:
     """Pass one: the droplet; returns the Host."""
-    component = DigitalOceanServer(node.name, node, ctx)
-    ctx.components[node.name] = component
-    return component.host
+    return provision_server(DigitalOceanServer, node, ctx)
 
 
 def protect(node: DigitalOceanNode, host: Host, rules: Sequence[FirewallRule], ctx: ProvisionContext
             ) -> list[pulumi.Resource]:
     """Pass two: the cloud firewall."""
-    component = ctx.components[node.name]
-    assert isinstance(component, DigitalOceanServer)
-    return component.add_firewall(rules)
+    return protect_server(DigitalOceanServer, node, rules, ctx)

@@ -17,7 +17,7 @@ import pulumi_command as command
 from infra.host import Host
 from infra.plans.cloud_init import bootstrap_script
 from infra.plans.firewall import FIREWALL_REMOVE_SCRIPT, FirewallRule, firewall_install_script
-from infra.providers.base import ProvisionContext, node_labels
+from infra.providers.base import ProvisionContext, build_host, protect_server, provision_server
 from infra.topology import ExistingNode
 
 
@@ -42,19 +42,7 @@ class ExistingServer(pulumi.ComponentResource):
             stdin=bootstrap_script(ctx.ssh_user),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.host = Host(
-            name=node.name,
-            provider=node.provider,
-            region=node.region,
-            public_ipv4=node.public_ipv4,
-            public_ipv6=node.public_ipv6,
-            mesh_ip=ctx.mesh_ips[node.name],
-            ssh_user=ctx.ssh_user,
-            manager=node.manager,
-            edge=node.edge,
-            labels=node_labels(node),
-            resources=(self,),
-        )
+        self.host = build_host(node, ctx, self, node.public_ipv4, node.public_ipv6)
         self.register_outputs({"ipv4": node.public_ipv4})
 
     def add_firewall(self, rules: Sequence[FirewallRule]) -> list[pulumi.Resource]:
@@ -78,14 +66,10 @@ class ExistingServer(pulumi.ComponentResource):
 
 def provision(node: ExistingNode, ctx: ProvisionContext) -> Host:
     """Pass one: adopt the server and bootstrap it; returns the Host."""
-    component = ExistingServer(node.name, node, ctx)
-    ctx.components[node.name] = component
-    return component.host
+    return provision_server(ExistingServer, node, ctx)
 
 
 def protect(node: ExistingNode, host: Host, rules: Sequence[FirewallRule], ctx: ProvisionContext
             ) -> list[pulumi.Resource]:
     """Pass two: the nftables firewall."""
-    component = ctx.components[node.name]
-    assert isinstance(component, ExistingServer)
-    return component.add_firewall(rules)
+    return protect_server(ExistingServer, node, rules, ctx)

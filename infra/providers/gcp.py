@@ -14,7 +14,7 @@ import pulumi_gcp as gcp
 from infra.host import Host
 from infra.plans.cloud_init import cloud_config
 from infra.plans.firewall import FirewallRule, split_families
-from infra.providers.base import ProvisionContext, node_labels
+from infra.providers.base import ProvisionContext, build_host, protect_server, provision_server
 from infra.topology import GcpNode
 
 
@@ -60,18 +60,7 @@ class GcpServer(pulumi.ComponentResource):
         )
         public_ipv4 = (self.address.address if node.static_ip else
                        self.instance.network_interfaces.apply(lambda nics: nics[0].access_configs[0].nat_ip))
-        self.host = Host(
-            name=node.name,
-            provider=node.provider,
-            region=node.region,
-            public_ipv4=public_ipv4,
-            mesh_ip=ctx.mesh_ips[node.name],
-            ssh_user=ctx.ssh_user,
-            manager=node.manager,
-            edge=node.edge,
-            labels=node_labels(node),
-            resources=(self,),
-        )
+        self.host = build_host(node, ctx, self, public_ipv4)
         self.register_outputs({"ipv4": public_ipv4})
 
     def add_firewall(self, rules: Sequence[FirewallRule]) -> list[pulumi.Resource]:
@@ -97,14 +86,10 @@ class GcpServer(pulumi.ComponentResource):
 
 def provision(node: GcpNode, ctx: ProvisionContext) -> Host:
     """Pass one: the instance (and its static address); returns the Host."""
-    component = GcpServer(node.name, node, ctx)
-    ctx.components[node.name] = component
-    return component.host
+    return provision_server(GcpServer, node, ctx)
 
 
 def protect(node: GcpNode, host: Host, rules: Sequence[FirewallRule], ctx: ProvisionContext
             ) -> list[pulumi.Resource]:
     """Pass two: the firewall rules."""
-    component = ctx.components[node.name]
-    assert isinstance(component, GcpServer)
-    return component.add_firewall(rules)
+    return protect_server(GcpServer, node, rules, ctx)

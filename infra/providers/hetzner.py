@@ -10,7 +10,7 @@ import pulumi_hcloud as hcloud
 from infra.host import Host
 from infra.plans.cloud_init import cloud_config
 from infra.plans.firewall import FirewallRule
-from infra.providers.base import ProvisionContext, node_labels
+from infra.providers.base import ProvisionContext, build_host, protect_server, provision_server
 from infra.topology import HetznerNode
 
 
@@ -36,19 +36,7 @@ class HetznerServer(pulumi.ComponentResource):
             labels={"spaced-environment": ctx.environment, "spaced-node": node.name},
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["user_data"]),
         )
-        self.host = Host(
-            name=node.name,
-            provider=node.provider,
-            region=node.region,
-            public_ipv4=self.server.ipv4_address,
-            public_ipv6=self.server.ipv6_address,
-            mesh_ip=ctx.mesh_ips[node.name],
-            ssh_user=ctx.ssh_user,
-            manager=node.manager,
-            edge=node.edge,
-            labels=node_labels(node),
-            resources=(self,),
-        )
+        self.host = build_host(node, ctx, self, self.server.ipv4_address, self.server.ipv6_address)
         self.register_outputs({"ipv4": self.server.ipv4_address, "ipv6": self.server.ipv6_address})
 
     def add_firewall(self, rules: Sequence[FirewallRule]) -> list[pulumi.Resource]:
@@ -73,14 +61,10 @@ class HetznerServer(pulumi.ComponentResource):
 
 def provision(node: HetznerNode, ctx: ProvisionContext) -> Host:
     """Pass one: create the server; returns its Host."""
-    component = HetznerServer(node.name, node, ctx)
-    ctx.components[node.name] = component
-    return component.host
+    return provision_server(HetznerServer, node, ctx)
 
 
 def protect(node: HetznerNode, host: Host, rules: Sequence[FirewallRule], ctx: ProvisionContext
             ) -> list[pulumi.Resource]:
     """Pass two: the firewall, once every node's address exists."""
-    component = ctx.components[node.name]
-    assert isinstance(component, HetznerServer)
-    return component.add_firewall(rules)
+    return protect_server(HetznerServer, node, rules, ctx)

@@ -15,7 +15,7 @@ import pulumi_ionoscloud as ionoscloud
 from infra.host import Host
 from infra.plans.cloud_init import cloud_config
 from infra.plans.firewall import ANYWHERE_V4, FirewallRule, split_families
-from infra.providers.base import ProvisionContext, node_labels
+from infra.providers.base import ProvisionContext, build_host, protect_server, provision_server
 from infra.topology import IonosNode
 
 
@@ -60,18 +60,7 @@ class IonosServer(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["volume.userData"]),
         )
-        self.host = Host(
-            name=node.name,
-            provider=node.provider,
-            region=node.region,
-            public_ipv4=public_ipv4,
-            mesh_ip=ctx.mesh_ips[node.name],
-            ssh_user=ctx.ssh_user,
-            manager=node.manager,
-            edge=node.edge,
-            labels=node_labels(node),
-            resources=(self,),
-        )
+        self.host = build_host(node, ctx, self, public_ipv4)
         self.register_outputs({"ipv4": public_ipv4, "datacenter_id": self.datacenter.id})
 
     def add_firewall(self, rules: Sequence[FirewallRule]) -> list[pulumi.Resource]:
@@ -98,14 +87,10 @@ class IonosServer(pulumi.ComponentResource):
 
 def provision(node: IonosNode, ctx: ProvisionContext) -> Host:
     """Pass one: data center, LAN, IP block, server; returns the Host."""
-    component = IonosServer(node.name, node, ctx)
-    ctx.components[node.name] = component
-    return component.host
+    return provision_server(IonosServer, node, ctx)
 
 
 def protect(node: IonosNode, host: Host, rules: Sequence[FirewallRule], ctx: ProvisionContext
             ) -> list[pulumi.Resource]:
     """Pass two: the NIC firewall rules."""
-    component = ctx.components[node.name]
-    assert isinstance(component, IonosServer)
-    return component.add_firewall(rules)
+    return protect_server(IonosServer, node, rules, ctx)
