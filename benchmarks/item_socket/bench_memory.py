@@ -1,0 +1,119 @@
+"""Memory benchmark: open and close 10,000 documents against one item_socket; RSS should stay flat.
+
+Usage: .venv/bin/python benchmarks/item_socket/bench_memory.py [--documents 10000] [--concurrency 50]
+Prints the server's RSS and loaded-document count at start, after 1k, 5k and 10k documents, and
+after the unload grace. Each document gets one small update (so it is stored), then its client closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+
+def load_harness() -> ModuleType:
+    """Import tests/item_socket/e2e/harness.py by path (server process and /proc helpers)."""
+    spec = importlib.util.spec_from_file_location(
+        "item_socket_e2e_harness", REPO / "tests/item_socket/e2e/harness.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--documents", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--unload-grace", type=float, default=5.0)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="repeat with fresh document names: a flat RSS in round 2 shows nothing accumulates",
+    )
+    args = parser.parse_args()
+    harness = load_harness()
+
+    checkpoints = sorted({c for c in (1000, 5000, args.documents) if c <= args.documents})
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
+        server = harness.ServerProcess(
+            Path(tmp) / "data",
+            log_dir=Path(tmp),
+            extra_args=(
+                "--unload-grace",
+                str(args.unload_grace),
+                "--log-level",
+                "WARNING",
+                "--max-connections",
+                "0",
+            ),
+        )
+        server.start()
+        try:
+
+            def report(label: str) -> None:
+                docs = server.metric("item_socket_documents")
+                print(
+                    f"{label:>26}: RSS {server.rss_bytes() / 2**20:7.1f} MiB, documents loaded {docs:6.0f}",
+                    flush=True,
+                )
+
+            report("start")
+            for round_number in range(1, args.rounds + 1):
+                done = 0
+                for checkpoint in checkpoints:
+                    started = time.monotonic()
+                    result = subprocess.run(
+                        [
+                            "node",
+                            str(HERE / "open_close_docs.mjs"),
+                            server.url,
+                            f"bench-mem-r{round_number}-",
+                            str(done),
+                            str(checkpoint),
+                            str(args.concurrency),
+                        ],
+                        cwd=HERE,
+                        capture_output=True,
+                        text=True,
+                        timeout=1800,
+                        check=True,
+                    )
+                    figures = json.loads(result.stdout.strip().splitlines()[-1])
+                    rate = figures["opened"] / max(1e-9, time.monotonic() - started)
+                    print(
+                        f"  round {round_number}: opened+closed {done}..{checkpoint}: "
+                        f"{figures['opened']} ok, {figures['failed']} failed, {rate:.0f} documents/s",
+                        flush=True,
+                    )
+                    done = checkpoint
+                    report(f"round {round_number}, after {checkpoint} documents")
+                deadline = time.monotonic() + args.unload_grace + 60
+                while server.metric("item_socket_documents") > 0 and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                report(f"round {round_number}, after unload grace")
+            print(
+                f"  unloads counted: {server.metric('item_socket_document_unloads_total'):.0f}, "
+                f"loads: {server.metric('item_socket_document_loads_total'):.0f}"
+            )
+            store_size = sum(p.stat().st_size for p in (Path(tmp) / "data").rglob("*") if p.is_file())
+            print(f"  store on disk: {store_size / 2**20:.1f} MiB")
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+// Load generator for bench_throughput.py: one process hosts many rooms, each with one writer and
+// several receivers. The writer is a real npm provider (y-websocket or y-socket.io) editing a Y.Doc;
+// receivers speak the same wire protocol but skip applying updates to a Y.Doc, so the client side
+// stays cheap and the server is what is measured.
+//
+// Usage: node load_clients.mjs '<json config>'
+//   {"url", "protocol": "ws"|"sio", "rooms": [names], "receivers": 3, "rate": updates/s per room,
+//    "duration": seconds}
+// Protocol on stdout (JSON lines): {"ready": true} once every client synced; then it waits for a
+// line "go" on stdin, writes for `duration` s, waits for stragglers and prints the result line.
+import { performance } from 'node:perf_hooks'
+import readline from 'node:readline'
+
+import WebSocket from 'ws'
+import * as Y from 'yjs'
+import * as encoding from 'lib0/encoding'
+import * as decoding from 'lib0/decoding'
+import { SocketIOProvider } from 'y-socket.io'
+import { WebsocketProvider } from 'y-websocket'
+
+console.log = console.error
+const config = JSON.parse(process.argv[2])
+const { url, protocol, rooms, receivers: receiversPerRoom, rate, duration } = config
+const now = () => performance.timeOrigin + performance.now() // wall clock in ms, sub-ms resolution
+const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
+
+// Marker written by the writer: "|<seq>:<send time ms>|"; found in the raw update bytes by receivers.
+const MARKER = /\|(\d+):(\d+\.\d+)\|/g
+
+const latencies = []
+let deliveries = 0
+let duplicates = 0
+
+class Receiver {
+  constructor (room) {
+    this.room = room
+    this.seen = new Set()
+    this.synced = false
+  }
+
+  onUpdateBytes (bytes) {
+    const received = now()
+    const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1')
+    for (const match of text.matchAll(MARKER)) {
+      const seq = Number(match[1])
+      if (this.seen.has(seq)) { duplicates++; continue }
+      this.seen.add(seq)
+      deliveries++
+      latencies.push(received - Number(match[2]))
+    }
+  }
+}
+
+const openWsReceiver = (room) => {
+  const receiver = new Receiver(room)
+  const ws = new WebSocket(`${url.replace(/^http/, 'ws')}/ws/${room}`)
+  ws.binaryType = 'nodebuffer'
+  ws.on('open', () => {
+    // SyncStep1 with an empty state vector: we want nothing but the live updates.
+    ws.send(Uint8Array.from([0, 0, 1, 0]))
+  })
+  ws.on('message', (data) => {
+    const bytes = new Uint8Array(data)
+    if (bytes[0] !== 0) return
+    const decoder = decoding.createDecoder(bytes)
+    decoding.readVarUint(decoder)
+    const subtype = decoding.readVarUint(decoder)
+    if (subtype === 0) {
+      // Server's SyncStep1: answer with an empty SyncStep2.
+      const encoder = encoding.createEncoder()
+      encoding.writeVarUint(encoder, 0)
+      encoding.writeVarUint(encoder, 1)
+      encoding.writeVarUint8Array(encoder, Uint8Array.from([0, 0]))
+      ws.send(encoding.toUint8Array(encoder))
+    } else if (subtype === 1) {
+      receiver.synced = true
+    } else {
+      receiver.onUpdateBytes(decoding.readVarUint8Array(decoder))
+    }
+  })
+  ws.on('error', (err) => console.error('receiver error', room, err.message))
+  receiver.close = () => ws.close()
+  return receiver
+}
+
+// A raw Socket.IO receiver over `ws`: Engine.IO v4 + Socket.IO v5 framing by hand, so each delivery
+// costs one small JSON header check and a binary frame, not socket.io-client's full parser.
+const openSioReceiver = (room) => {
+  const receiver = new Receiver(room)
+  const nsp = `/yjs|${room}`
+  const ws = new WebSocket(`${url.replace(/^http/, 'ws')}/socket.io/?EIO=4&transport=websocket`)
+  ws.binaryType = 'nodebuffer'
+  let pending = null // the event whose binary attachment comes next
+  ws.on('message', (data, isBinary) => {
+    if (isBinary) {
+      const event = pending
+      pending = null
+      if (event === null) return
+      if (event.name === 'sync-update') receiver.onUpdateBytes(new Uint8Array(data))
+      else if (event.name === 'sync-step-1' && event.ack !== null) {
+        // Ack the server's SyncStep1 with an empty update.
+        ws.send(`461-${nsp},${event.ack}[{"_placeholder":true,"num":0}]`)
+        ws.send(Buffer.from([0, 0]))
+        receiver.synced = true
+      }
+      return
+    }
+    const text = data.toString()
+    if (text === '2') { ws.send('3'); return }
+    if (text.startsWith('0')) { ws.send(`40${nsp},`); return }
+    if (text.startsWith('451-')) {
+      // 451-<nsp>,[<ack id>]["<event>",{"_placeholder":true,"num":0}]
+      const comma = text.indexOf(',', 4)
+      const bracket = text.indexOf('[', comma)
+      const ack = bracket > comma + 1 ? text.slice(comma + 1, bracket) : null
+      const nameEnd = text.indexOf('"', bracket + 2)
+      pending = { name: text.slice(bracket + 2, nameEnd), ack }
+    }
+  })
+  ws.on('error', (err) => console.error('receiver error', room, err.message))
+  receiver.close = () => ws.close()
+  return receiver
+}
+
+const openWriter = (room) => {
+  const doc = new Y.Doc()
+  const provider = protocol === 'ws'
+    ? new WebsocketProvider(`${url}/ws`, room, doc, { WebSocketPolyfill: WebSocket, disableBc: true })
+    : new SocketIOProvider(url, room, doc, { disableBc: true }, {})
+  return { room, doc, provider, text: doc.getText('text'), seq: 0 }
+}
+
+const writers = rooms.map(openWriter)
+const receivers = rooms.flatMap((room) =>
+  Array.from({ length: receiversPerRoom }, () => (protocol === 'ws' ? openWsReceiver(room) : openSioReceiver(room))))
+
+const waitFor = async (predicate, timeoutMs, what) => {
+  const deadline = Date.now() + timeoutMs
+  while (!predicate()) {
+    if (Date.now() > deadline) { out({ error: `timed out waiting for ${what}` }); process.exit(1) }
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
+await waitFor(() => writers.every((w) => w.provider.synced) && receivers.every((r) => r.synced), 60000,
+  'every client to sync')
+out({ ready: true, writers: writers.length, receivers: receivers.length })
+
+const lines = readline.createInterface({ input: process.stdin })
+await new Promise((resolve) => lines.once('line', resolve))
+
+const start = now()
+const intervalMs = 1000 / rate
+let written = 0
+// One timer per process: each tick writes every update that is due, so timer jitter does not
+// lower the rate.
+await new Promise((resolve) => {
+  const timer = setInterval(() => {
+    const elapsed = now() - start
+    if (elapsed >= duration * 1000) { clearInterval(timer); resolve(); return }
+    const due = Math.floor(elapsed / intervalMs) + 1
+    for (const writer of writers) {
+      while (writer.seq < due) {
+        // Keep the text short: replace the previous marker rather than growing the document.
+        const marker = `|${writer.seq}:${now().toFixed(3)}|`
+        writer.doc.transact(() => {
+          if (writer.text.length > 0) writer.text.delete(0, writer.text.length)
+          writer.text.insert(0, marker)
+        })
+        writer.seq++
+        written++
+      }
+    }
+  }, Math.max(1, Math.min(10, intervalMs / 2)))
+})
+const sendEnd = now()
+const expected = () => writers.reduce((sum, w) => sum + w.seq, 0) * receiversPerRoom
+const deadline = Date.now() + 10000
+while (deliveries < expected() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50))
+
+const bySeqLost = receivers.reduce((sum, r) => {
+  const writer = writers.find((w) => w.room === r.room)
+  return sum + (writer.seq - r.seen.size)
+}, 0)
+out({
+  written, deliveries, expected: expected(), lost: bySeqLost, duplicates,
+  sendSeconds: (sendEnd - start) / 1000, latencies: latencies.map((x) => Math.round(x * 100) / 100)
+})
+for (const r of receivers) r.close()
+for (const w of writers) w.provider.destroy()
+setTimeout(() => process.exit(0), 200)
