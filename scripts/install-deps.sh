@@ -28,8 +28,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
+# A venv cut short (no pip) is made again rather than half-used.
+if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/pip ]; then
+  python3 -m venv --clear .venv
 fi
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[infra,dev]'
