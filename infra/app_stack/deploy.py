@@ -7,8 +7,9 @@ them (with DOCKER_HOST set for a remote engine); `deploy()` strings the steps to
 2. make sure every Docker secret exists: its content is generated once into `build/<env>/secrets/`
    (mode 0600) and the Docker secret is named `<stack>_<key>_<sha256[:12]>`;
 3. `docker stack deploy --prune -c build/<env>/docker-stack.yml <stack>`;
-4. wait, bounded, until every service runs its desired number of healthy tasks; on a failed health
-   check roll the service back and raise ConvergenceError with its last log lines.
+4. wait, bounded, until every service has rolled (`infra.app_stack.rollout`: its update completed,
+   its tasks run the new spec and are healthy); when an update fails, roll the service back and
+   raise ConvergenceError with its last log lines.
 
 `python -m infra.app_stack.deploy --env <env>` is what the Pulumi component runs.
 """
@@ -31,6 +32,15 @@ from pathlib import Path
 from infra.app_stack.environments import REPO_ROOT, settings_for_environment
 from infra.app_stack.model import SecretSpec, StackSettings, content_hash
 from infra.app_stack.render import RenderedStack, render_stack, write_stack
+from infra.app_stack.rollout import (
+    ROLLING_BACK,
+    Rollout,
+    TaskSnapshot,
+    UpdateStatus,
+    parse_services,
+    parse_tasks,
+    rollout_state,
+)
 from infra.app_stack.services.item_socket import JWT_SECRET
 from infra.app_stack.services.traefik import DASHBOARD_USERS
 
@@ -44,8 +54,6 @@ FAILED_TASKS_BEFORE_GIVING_UP = 3
 LOG_TAIL_LINES = 50
 DASHBOARD_USER = "admin"
 DASHBOARD_PASSWORD_FILE = "traefik_dashboard_password"
-UPDATE_START_GRACE = 10.0
-ROLLBACK_STATES = {"rollback_started", "rollback_paused", "rollback_completed", "paused"}
 
 
 # --- errors: one class per failure, each with what to do next -------------------------------------
@@ -144,8 +152,18 @@ def service_list_command(stack: str) -> list[str]:
 
 
 def service_inspect_command(services: Sequence[str]) -> list[str]:
-    """Full JSON of the services (UpdateStatus, PreviousSpec)."""
+    """Full JSON of the services (Spec, UpdateStatus, PreviousSpec)."""
     return ["docker", "service", "inspect", *services]
+
+
+def stack_running_tasks_command(stack: str) -> list[str]:
+    """IDs of the stack's tasks that swarm wants running (old ones being replaced are left out)."""
+    return ["docker", "stack", "ps", "--no-trunc", "--quiet", "--filter", "desired-state=running", stack]
+
+
+def task_inspect_command(task_ids: Sequence[str]) -> list[str]:
+    """Full JSON of tasks (their spec copy, state, desired state)."""
+    return ["docker", "inspect", "--type", "task", *task_ids]
 
 
 def service_tasks_command(service: str) -> list[str]:
@@ -186,7 +204,8 @@ class ServiceState:
 
     @property
     def converged(self) -> bool:
-        """All desired tasks run (swarm counts a task as running only once its healthcheck passes)."""
+        """All desired tasks run. Counts only: also true while an update has not rolled yet (the old
+        tasks still run), which is why the deploy waits on `infra.app_stack.rollout` instead."""
         return self.desired > 0 and self.running == self.desired
 
 
@@ -225,58 +244,6 @@ def parse_failed_tasks(output: str) -> list[TaskFailure]:
         if row.get("Error") or state.startswith(("Failed", "Rejected")):
             failures.append(TaskFailure(task_id=row["ID"], error=row.get("Error") or state))
     return failures
-
-
-@dataclass(frozen=True)
-class UpdateStatus:
-    """A service's last update as swarm reports it."""
-
-    state: str
-    """`updating`, `completed`, `rollback_started`, `rollback_completed`, ... or "" (never updated)."""
-    started_at: str
-    has_previous_spec: bool
-    version: int = 0
-    """The service spec's version index: it grows with every change of the spec."""
-
-
-def parse_update_status(inspect_output: str) -> dict[str, UpdateStatus]:
-    """Service name -> UpdateStatus, from `docker service inspect` JSON."""
-    result = {}
-    for service in json.loads(inspect_output or "[]"):
-        status = service.get("UpdateStatus") or {}
-        result[service["Spec"]["Name"]] = UpdateStatus(
-            state=status.get("State", ""),
-            started_at=status.get("StartedAt", ""),
-            has_previous_spec=service.get("PreviousSpec") is not None,
-            version=int((service.get("Version") or {}).get("Index", 0)),
-        )
-    return result
-
-
-def update_pending(before: UpdateStatus | None, now: UpdateStatus | None, waited: float) -> bool:
-    """Whether a changed service's rolling update has not finished yet.
-
-    Right after `docker stack deploy` the old tasks still run and look converged; a service whose
-    spec version moved is done only once swarm reports a new update `completed`. A spec change that
-    replaces no task (labels only) never starts an update: after UPDATE_START_GRACE it counts as done.
-    """
-    if before is None or now is None or now.version == before.version:
-        return False
-    if now.started_at and now.started_at != before.started_at:
-        return now.state != "completed"
-    return waited < UPDATE_START_GRACE
-
-
-def rolled_back_services(before: Mapping[str, UpdateStatus], now: Mapping[str, UpdateStatus]) -> list[str]:
-    """Services whose update swarm rolled back since `before` (an old rollback does not count)."""
-    rolled = []
-    for name, status in now.items():
-        previous = before.get(name)
-        if status.state in ROLLBACK_STATES and (
-            previous is None or previous.started_at != status.started_at or previous.state != status.state
-        ):
-            rolled.append(name)
-    return sorted(rolled)
 
 
 # --- running ---------------------------------------------------------------------------------------
@@ -450,12 +417,48 @@ def take_baseline(runner: DockerRunner, services: Sequence[str]) -> Baseline:
         failed[service] = (
             {f.task_id for f in parse_failed_tasks(result.stdout)} if result.returncode == 0 else set()
         )
-    updates = (
-        parse_update_status(runner.run(service_inspect_command(services), check=False).stdout)
-        if services
-        else {}
+    inspected = (
+        parse_services(runner.run(service_inspect_command(services), check=False).stdout) if services else {}
     )
-    return Baseline(failed_tasks=failed, updates=updates)
+    return Baseline(failed_tasks=failed, updates={name: s.update for name, s in inspected.items()})
+
+
+def observe_rollouts(
+    runner: DockerRunner, stack: str, expected: Sequence[str], baseline: Baseline
+) -> tuple[list[ServiceState], dict[str, Rollout]]:
+    """One look at the stack: replica counts and, for each expected service, where its rollout stands."""
+    states = parse_service_list(runner.run(service_list_command(stack)).stdout)
+    by_name = {s.name: s for s in states}
+    present = [name for name in expected if name in by_name]
+    # check=False: a service or task removed between two commands is simply missing from the output.
+    services = (
+        parse_services(runner.run(service_inspect_command(present), check=False).stdout) if present else {}
+    )
+    task_ids = runner.run(stack_running_tasks_command(stack), check=False).stdout.split()
+    tasks = parse_tasks(runner.run(task_inspect_command(task_ids), check=False).stdout) if task_ids else []
+    tasks_by_service: dict[str, list[TaskSnapshot]] = {}
+    for task in tasks:
+        tasks_by_service.setdefault(task.service_id, []).append(task)
+    rollouts = {}
+    for name in expected:
+        service = services.get(name)
+        if service is None:
+            rollouts[name] = Rollout(service=name, phase="pending", reason="not created yet")
+            continue
+        rollouts[name] = rollout_state(
+            service, tasks_by_service.get(service.id, []), by_name[name].desired, baseline.updates.get(name)
+        )
+    return states, rollouts
+
+
+def progress_report(stack: str, states: Sequence[ServiceState], rollouts: Mapping[str, Rollout]) -> str:
+    """One line: each service's running/desired tasks, with the reason when it has not rolled yet."""
+    parts = []
+    for state in states:
+        rollout = rollouts.get(state.name)
+        reason = f" ({rollout.reason})" if rollout and rollout.phase == "pending" else ""
+        parts.append(f"{state.name.removeprefix(stack + '_')} {state.running}/{state.desired}{reason}")
+    return ", ".join(parts)
 
 
 def wait_for_convergence(
@@ -468,40 +471,30 @@ def wait_for_convergence(
     progress: Progress,
     poll_interval: float = POLL_INTERVAL,
 ) -> list[ServiceState]:
-    """Poll until every expected service runs all its desired healthy tasks.
+    """Poll until every expected service has rolled: update completed, current spec, healthy tasks.
 
-    Raises ConvergenceError naming the failing service as soon as swarm rolls it back or it has
-    failed FAILED_TASKS_BEFORE_GIVING_UP new tasks, or when `timeout` passes.
+    Raises ConvergenceError naming the failing service as soon as swarm reports its update failed
+    (rolled back or paused) or it has failed FAILED_TASKS_BEFORE_GIVING_UP new tasks, or when
+    `timeout` passes; a service that swarm has not rolled back yet is rolled back first.
     """
-    started = time.monotonic()
-    deadline = started + timeout
+    deadline = time.monotonic() + timeout
     last_report = ""
     while True:
-        states = parse_service_list(runner.run(service_list_command(stack)).stdout)
-        by_name = {s.name: s for s in states}
-        report = ", ".join(f"{s.name.removeprefix(stack + '_')} {s.running}/{s.desired}" for s in states)
+        states, rollouts = observe_rollouts(runner, stack, expected, baseline)
+        report = progress_report(stack, states, rollouts)
         if report != last_report:
             progress(f"waiting for services: {report}")
             last_report = report
-        inspect = runner.run(service_inspect_command(list(by_name)), check=False).stdout if by_name else ""
-        updates = parse_update_status(inspect)
-        waited = time.monotonic() - started
-        pending = [
-            name
-            for name in expected
-            if name not in by_name
-            or not by_name[name].converged
-            or update_pending(baseline.updates.get(name), updates.get(name), waited)
-        ]
-        rolled_back = rolled_back_services(baseline.updates, updates)
-        if not pending and not rolled_back:
+        failed = [r for r in rollouts.values() if r.phase == "failed"]
+        if failed:
+            raise ConvergenceError(failure_message(runner, failed[0].service, failed[0].reason))
+        pending = [r for r in rollouts.values() if r.phase == "pending"]
+        if not pending:
             return states
-        if rolled_back:
-            raise ConvergenceError(failure_message(runner, rolled_back[0], "swarm rolled its update back"))
-        for name in pending:
-            if name not in by_name:
-                continue
+        for name in (r.service for r in pending):
             result = runner.run(service_tasks_command(name), check=False)
+            if result.returncode != 0:
+                continue
             new = [
                 f
                 for f in parse_failed_tasks(result.stdout)
@@ -518,19 +511,25 @@ def wait_for_convergence(
                 )
         if time.monotonic() >= deadline:
             raise ConvergenceError(
-                failure_message(runner, pending[0], f"not healthy after {timeout:.0f}s ({report})")
+                failure_message(
+                    runner, pending[0].service, f"not rolled out after {timeout:.0f}s: {pending[0].reason}"
+                )
             )
         time.sleep(poll_interval)
 
 
 def failure_message(runner: DockerRunner, service: str, reason: str) -> str:
-    """Roll `service` back when it has a previous spec and describe it with its last log lines."""
-    status = parse_update_status(runner.run(service_inspect_command([service]), check=False).stdout).get(
-        service, UpdateStatus(state="", started_at="", has_previous_spec=False)
-    )
-    if status.state in ROLLBACK_STATES:
+    """Roll `service` back unless swarm did already, and describe it with its last log lines."""
+    snapshot = parse_services(runner.run(service_inspect_command([service]), check=False).stdout).get(service)
+    state = snapshot.update.state if snapshot else ""
+    if state in (ROLLING_BACK, "rollback_completed"):
         action = "swarm rolled it back to its previous version (update_config failure_action)"
-    elif status.has_previous_spec:
+    elif state == "rollback_paused":
+        action = (
+            "swarm's rollback failed too and is paused; inspect it with "
+            f"`docker service ps {service}` and deploy a fixed version"
+        )
+    elif snapshot is not None and snapshot.has_previous_spec:
         rollback = runner.run(service_rollback_command(service), check=False)
         action = (
             "rolled back to its previous version"

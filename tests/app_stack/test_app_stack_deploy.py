@@ -95,23 +95,6 @@ def test_parse_failed_tasks() -> None:
     ]
 
 
-def _inspect(name: str, state: str, started: str, previous: bool = True) -> dict:
-    service: dict = {"Spec": {"Name": name}, "UpdateStatus": {"State": state, "StartedAt": started}}
-    if previous:
-        service["PreviousSpec"] = {"Name": name}
-    return service
-
-
-def test_only_a_new_rollback_counts() -> None:
-    before = d.parse_update_status(json.dumps([_inspect("s_a", "rollback_completed", "t1")]))
-    unchanged = d.parse_update_status(json.dumps([_inspect("s_a", "rollback_completed", "t1")]))
-    assert d.rolled_back_services(before, unchanged) == []
-    new = d.parse_update_status(json.dumps([_inspect("s_a", "rollback_started", "t2")]))
-    assert d.rolled_back_services(before, new) == ["s_a"]
-    fine = d.parse_update_status(json.dumps([_inspect("s_a", "completed", "t3")]))
-    assert d.rolled_back_services(before, fine) == []
-
-
 def test_secrets_are_generated_once_private_and_hash_named(tmp_path: Path) -> None:
     specs = [
         d.SecretSpec(key=d.JWT_SECRET, description=""),
@@ -184,17 +167,3 @@ def test_ensure_secrets_creates_each_secret_once(docker_engine: None) -> None:
             capture_output=True,
             check=False,
         )
-
-
-def test_a_changed_service_waits_for_its_update_to_complete() -> None:
-    before = d.UpdateStatus(state="completed", started_at="t1", has_previous_spec=True, version=10)
-    unchanged = before
-    assert not d.update_pending(before, unchanged, waited=0)
-    moved_not_started = d.UpdateStatus(state="completed", started_at="t1", has_previous_spec=True, version=12)
-    assert d.update_pending(before, moved_not_started, waited=1)
-    assert not d.update_pending(before, moved_not_started, waited=d.UPDATE_START_GRACE + 1)
-    updating = d.UpdateStatus(state="updating", started_at="t2", has_previous_spec=True, version=12)
-    assert d.update_pending(before, updating, waited=100)
-    done = d.UpdateStatus(state="completed", started_at="t2", has_previous_spec=True, version=13)
-    assert not d.update_pending(before, done, waited=0)
-    assert not d.update_pending(None, updating, waited=0), "a new service has no update to wait for"

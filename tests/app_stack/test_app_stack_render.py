@@ -58,6 +58,29 @@ def test_item_socket_one_replica_stop_first_secret_as_file(local_settings: Stack
     assert labels["traefik.http.services.item_socket.loadbalancer.sticky.cookie"] == "true"
 
 
+def _seconds(duration: str) -> float:
+    return float(duration.removesuffix("s"))
+
+
+@pytest.mark.parametrize("env_fixture", ["local_settings", "prod_settings"])
+def test_item_socket_rolls_with_a_short_gap(env_fixture: str, request) -> None:
+    """stop-first means an outage on every update; each of these bounds a part of it."""
+    settings = request.getfixturevalue(env_fixture)
+    service = _services(settings)["item_socket"]
+    # A task counts as running (and Traefik lists it) only after its first passing probe.
+    assert _seconds(service["healthcheck"]["interval"]) <= 2
+    labels = service["deploy"]["labels"]
+    health = "traefik.http.services.item_socket.loadbalancer.healthcheck"
+    # Traefik probes readiness itself: a draining task (503 on /readyz) leaves the pool at once.
+    assert labels[f"{health}.path"] == "/readyz"
+    assert _seconds(labels[f"{health}.interval"]) <= 2
+    static = static_config(settings)
+    # Traefik learns about the new task by polling the swarm API; its default is every 15 s.
+    assert _seconds(static["providers"]["swarm"]["refreshSeconds"]) <= 2
+    # A gone task's address does not refuse connections: give up on it in seconds, not 30.
+    assert _seconds(static["serversTransport"]["forwardingTimeouts"]["dialTimeout"]) <= 5
+
+
 def test_more_than_one_item_socket_replica_is_refused(local_settings: StackSettings) -> None:
     with pytest.raises(StackSettingsError, match="item_socket_replicas"):
         render_stack(dataclasses.replace(local_settings, item_socket_replicas=2))

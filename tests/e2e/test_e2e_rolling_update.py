@@ -8,6 +8,8 @@ the requests that failed through Traefik are measured and printed: the figures, 
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import subprocess
 import threading
@@ -20,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from infra.app_stack.deploy import deploy
+from infra.app_stack.deploy import DASHBOARD_PASSWORD_FILE, DASHBOARD_USER, deploy, secrets_dir_for
 from infra.app_stack.environments import settings_for_environment
 
 from .conftest import STACK, LocalStack, docker, load_harness, wait_for
@@ -119,6 +121,26 @@ def running_task_images() -> list[str]:
     return [line.split()[0] for line in lines if " Running" in line]
 
 
+def traefik_item_socket_service(url: str) -> dict[str, Any]:
+    """Traefik's own view of the item_socket service (API behind the dashboard's basic auth)."""
+    password = (secrets_dir_for("local") / DASHBOARD_PASSWORD_FILE).read_text().strip()
+    request = urllib.request.Request(
+        f"{url}/api/http/services/item_socket@swarm",
+        headers={
+            "Authorization": "Basic " + base64.b64encode(f"{DASHBOARD_USER}:{password}".encode()).decode()
+        },
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def update_state() -> str:
+    """UpdateStatus.State of item_socket ("" when swarm reports none)."""
+    return docker(
+        "service", "inspect", SERVICE, "--format", "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}"
+    ).stdout.strip()
+
+
 def test_rolling_update_loses_no_edit(local_stack: LocalStack) -> None:
     old_reference = docker(
         "service", "inspect", SERVICE, "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}"
@@ -178,12 +200,10 @@ def test_rolling_update_loses_no_edit(local_stack: LocalStack) -> None:
         assert not deploy_errors, f"the deploy failed: {deploy_errors[0]}"
         assert not deployer.is_alive(), "the deploy did not return"
 
-        # The deploy may return once the replica count is right; the update itself must finish too.
-        wait_for(
-            lambda: running_task_images() == [new_reference], 120, f"{SERVICE} to run {new_reference} only"
-        )
+        # The deploy returns only once the update has rolled: checked at once, with the docker CLI.
         assert old_reference != new_reference
-
+        assert running_task_images() == [new_reference], f"{SERVICE} still runs the old task after the deploy"
+        assert update_state() == "completed"
         for client in clients:
             client.wait_state(
                 lambda state: written <= set(state["map"]), 60, f"all {len(written)} edits", digest_only=True
@@ -197,6 +217,18 @@ def test_rolling_update_loses_no_edit(local_stack: LocalStack) -> None:
             shown = ", ".join(f"{gap:.2f}s" for gap in gaps) or "never disconnected"
             print(f"  {client.name:18} ({client.protocol}): reconnect gaps {shown}")
         print(f"  {probe.report()}")
+        # Traefik probes the new task's /readyz itself (the label was accepted) and finds it up.
+        view = wait_for(
+            lambda: (
+                (found := traefik_item_socket_service(local_stack.url)).get("serverStatus")
+                and set(found["serverStatus"].values()) == {"UP"}
+                and found
+            ),
+            15,
+            "Traefik to list the new item_socket task as UP",
+        )
+        assert view["loadBalancer"]["healthCheck"]["path"] == "/readyz"
+
         for client in clients:
             client.destroy()
 

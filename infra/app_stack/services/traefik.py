@@ -36,6 +36,12 @@ ACME_VOLUME = "traefik_acme"
 INTERNAL_PORT = 8082
 """Ping and metrics entrypoint: reachable on the overlay only, never published."""
 CERT_RESOLVER = "le"
+SWARM_REFRESH = "1s"
+"""How often Traefik polls the swarm API for tasks (Traefik's default, 15 s, is how long a rolled task
+stays unreachable). The swarm provider has no event stream; one poll is a few small API calls."""
+DIAL_TIMEOUT = "2s"
+"""A task that is gone leaves an address nothing answers on (no RST): fail fast instead of Traefik's
+default 30 s, so clients get an error they retry on rather than a hanging connect."""
 
 
 def entrypoint(settings: StackSettings) -> str:
@@ -78,12 +84,14 @@ def static_config(settings: StackSettings) -> dict[str, Any]:
         "metrics": {"prometheus": {"entryPoint": "internal"}},
         "api": {"dashboard": True},
         "entryPoints": entrypoints,
+        "serversTransport": {"forwardingTimeouts": {"dialTimeout": DIAL_TIMEOUT}},
         "providers": {
             "swarm": {
                 "endpoint": "unix:///var/run/docker.sock",
                 "exposedByDefault": False,
                 "network": f"{settings.stack_name}_{PUBLIC_NETWORK}",
                 "watch": True,
+                "refreshSeconds": SWARM_REFRESH,
             }
         },
     }
