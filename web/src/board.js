@@ -14,6 +14,11 @@ const provider = new SocketIOProvider(location.origin, docName, doc, {
   auth: token ? { token } : {},
   // Other tabs must sync through the server too, so what one browser sees is what the server has.
   disableBc: true
+}, {
+  // item_socket's rolling update is a few seconds of outage (one replica, stop-first): come back
+  // soon after it instead of socket.io-client's defaults (up to 5 s between tries, 20 s connect timeout).
+  reconnectionDelayMax: 2000,
+  timeout: 5000
 })
 
 const myColor = COLORS[doc.clientID % COLORS.length]
