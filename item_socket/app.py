@@ -17,7 +17,13 @@ from .logs import log_event
 from .metrics import Metrics
 from .rooms import RoomRegistry
 from .settings import Settings
-from .socketio_ns import WebSockets, YjsNamespace, create_socketio_server, oversized_polling_guard
+from .socketio_ns import (
+    WebSockets,
+    YjsNamespace,
+    closed_session_guard,
+    create_socketio_server,
+    oversized_polling_guard,
+)
 from .store import DocumentStore, SQLiteStore
 from .ywebsocket import handle_ywebsocket
 
@@ -64,6 +70,7 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> web.Ap
 
     app.middlewares.append(_refuse_new_sessions_while_draining)
     app.middlewares.append(oversized_polling_guard(sio, metrics, settings.max_message_bytes))
+    app.middlewares.append(closed_session_guard(sio))
     sio.attach(app)
     app.router.add_get("/ws/{doc:.+}", handle_ywebsocket)
     app.router.add_get("/healthz", _healthz)

@@ -93,6 +93,11 @@ class Metrics:
                              registry=self.registry)
         self.unloads = Counter("item_socket_document_unloads", "Documents unloaded from memory.",
                                registry=self.registry)
+        self.rebuilds = Counter(
+            "item_socket_document_rebuilds",
+            "Documents rebuilt from their stored and pending updates after the Yjs decoder crashed on them.",
+            registry=self.registry,
+        )
 
     def bind_live(
         self,

@@ -28,7 +28,7 @@ from .limits import TokenBucket
 from .logs import log_event
 from .metrics import Metrics
 from .names import document_name_error
-from .rooms import Broadcast, InvalidUpdate, Peer, Room, RoomLoadError, RoomRegistry
+from .rooms import Broadcast, InvalidUpdate, Peer, Room, RoomLoadError, RoomRegistry, RoomUnavailable
 from .settings import Settings
 from .yprotocol import server_ws_frame
 
@@ -268,6 +268,11 @@ class YjsNamespace(socketio.AsyncNamespace):
             self.metrics.errors.labels("rate_limited").inc()
             peer.close_soon(f"rate limit exceeded ({self.settings.rate_limit:g} messages/s)")
             return None
+        if peer.room.rebuilding is not None:
+            try:
+                await peer.room.wait_usable()
+            except RoomUnavailable:
+                return None  # the room closes this connection with its reason
         try:
             if event == "sync-step-1":
                 diff = peer.room.diff_since(_one_binary(event, data))
@@ -276,13 +281,13 @@ class YjsNamespace(socketio.AsyncNamespace):
             if event == "sync-update":
                 update = _one_binary(event, data)
                 if peer.can_write:
-                    peer.room.apply_update(update, received_at)
+                    peer.room.apply_update(update, received_at, peer)
                 return None
             if event == "awareness-update":
                 peer.room.apply_awareness(_one_binary(event, data), peer)
                 return None
         except InvalidUpdate as exc:
-            self.metrics.errors.labels("malformed").inc()
+            self.metrics.errors.labels(exc.kind).inc()
             peer.close_soon(f"malformed {event}: {exc}")
             return None
         self.metrics.errors.labels("unknown_event").inc()
@@ -354,12 +359,13 @@ class YjsNamespace(socketio.AsyncNamespace):
             if (peer.namespace, peer.sid) not in self.peers or not peer.can_write:
                 return
             try:
-                room.apply_update(_one_binary("sync-step-1 ack", list(args)), time.perf_counter())
+                room.apply_update(_one_binary("sync-step-1 ack", list(args)), time.perf_counter(), peer)
             except InvalidUpdate as exc:
-                self.metrics.errors.labels("malformed").inc()
+                self.metrics.errors.labels(exc.kind).inc()
                 peer.close_soon(f"malformed sync-step-1 ack: {exc}")
 
         try:
+            await room.wait_usable()  # RoomUnavailable: logged below, the room closes the connection
             state = room.doc.get_state()
             await self.server.emit("sync-step-1", state, to=peer.sid, namespace=peer.namespace,
                                    callback=on_client_diff)
@@ -402,6 +408,26 @@ def oversized_polling_guard(sio: socketio.AsyncServer, metrics: Metrics, max_byt
             if socket is not None and not socket.closed and not socket.closing:
                 await socket.close(wait=False, abort=False, reason=sio.eio.reason.TRANSPORT_ERROR)
             raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=length)
+        return await handler(request)
+
+    return guard
+
+
+def closed_session_guard(sio: socketio.AsyncServer) -> Any:
+    """aiohttp middleware forgetting a closed Engine.IO session before python-engineio sees it.
+
+    A long-polling session closed by its client (a POST holding the CLOSE packet) stays in
+    ``eio.sockets`` with ``closed`` set; python-engineio's next request on it raises KeyError
+    ("Session is disconnected") out of its POST path: a 500 instead of "Invalid session" (400).
+    """
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/socket.io/"):
+            sid = request.query.get("sid")
+            socket = sio.eio.sockets.get(sid) if sid else None
+            if socket is not None and socket.closed:
+                sio.eio.sockets.pop(sid, None)
         return await handler(request)
 
     return guard

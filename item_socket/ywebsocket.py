@@ -17,7 +17,7 @@ from .limits import TokenBucket
 from .logs import log_event
 from .metrics import Metrics
 from .names import document_name_error
-from .rooms import Broadcast, InvalidUpdate, Peer, Room, RoomLoadError, RoomRegistry
+from .rooms import Broadcast, InvalidUpdate, Peer, Room, RoomLoadError, RoomRegistry, RoomUnavailable
 from .settings import Settings
 from .yprotocol import (
     MESSAGE_AUTH,
@@ -104,7 +104,7 @@ def handle_message(room: Room, peer: YWebsocketPeer, data: bytes, received_at: f
             if not peer.can_write:
                 return None  # read-only: writes are dropped, the connection stays
             update, _ = read_var_bytes(data, pos)
-            room.apply_update(update, received_at)
+            room.apply_update(update, received_at, peer)
             return None
         raise ProtocolError(f"unknown sync message subtype {subtype}")
     if message_type == MESSAGE_AWARENESS:
@@ -197,10 +197,15 @@ async def handle_ywebsocket(request: web.Request) -> web.StreamResponse:
                     peer.close_soon(f"rate limit exceeded ({settings.rate_limit:g} messages/s)",
                                     WSCloseCode.POLICY_VIOLATION)
                     break
+                if room.rebuilding is not None:
+                    try:
+                        await room.wait_usable()
+                    except RoomUnavailable:
+                        break  # the room closes this connection with its reason
                 try:
                     reply = handle_message(room, peer, data, received_at)
                 except (ProtocolError, InvalidUpdate) as exc:
-                    metrics.errors.labels("malformed").inc()
+                    metrics.errors.labels(exc.kind if isinstance(exc, InvalidUpdate) else "malformed").inc()
                     peer.close_soon(f"malformed message: {exc}", WSCloseCode.UNSUPPORTED_DATA)
                     break
                 if reply is not None and await _send(ws, reply):

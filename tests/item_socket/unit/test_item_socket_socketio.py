@@ -171,3 +171,21 @@ async def test_mixed_transports_in_one_document_all_receive_every_update(server:
     )
     for client in clients:
         await client.close()
+
+
+async def test_a_request_on_a_polling_session_its_client_closed_is_a_client_error(
+    server: RunningServer,
+) -> None:
+    url = f"{server.http_url}/socket.io/?EIO=4&transport=polling"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        async with session.get(url) as resp:
+            opened = await resp.text()
+        sid = opened[opened.index('"sid":"') + 7 :].split('"', 1)[0]
+        statuses = []
+        for body in ("1", "40", "1"):  # CLOSE, then packets on the closed session
+            async with session.post(f"{url}&sid={sid}", data=body) as resp:
+                statuses.append(resp.status)
+        async with session.get(f"{url}&sid={sid}") as resp:
+            statuses.append(resp.status)
+    assert statuses[0] == 200
+    assert statuses[1:] == [400, 400, 400], statuses
