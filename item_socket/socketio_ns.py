@@ -63,6 +63,8 @@ def install_websocket_driver(sio: socketio.AsyncServer, websockets: WebSockets, 
             self.environ = environ
             eio_socket = self.handler.__self__
             eio_sid: str = eio_socket.sid
+            self._eio_socket = eio_socket
+            self._held: bytes | str | None = None
             entry = (self._sock, request.transport)
             websockets.by_eio_sid[eio_sid] = entry
             try:
@@ -91,6 +93,65 @@ def install_websocket_driver(sio: socketio.AsyncServer, websockets: WebSockets, 
             await self._sock.close()
 
         async def wait(self) -> bytes | str:
+            # Why a receive fast path: python-engineio's WebSocket loop creates an asyncio task (and
+            # a wait_for timer) per incoming frame, then python-socketio decodes the header and
+            # reassembles the binary event through several layers of coroutines. With two frames
+            # per update that was about as much CPU as the rest of the server put together. Here
+            # the two frames of a client's binary ``sync-update``/``awareness-update`` (the text
+            # header, then its attachment) are read and handed to YjsNamespace.trigger_event
+            # (same checks, rate limit and metrics) without returning to python-engineio, in
+            # order, from the same reader. Everything else (pings, connects, acks, other events,
+            # polling) returns to python-engineio/python-socketio as before.
+            if self._held is not None:
+                data, self._held = self._held, None
+                return data
+            started = time.monotonic()
+            while True:
+                data = await self._receive()
+                # Return to python-engineio at least every ping interval: its read loop times out
+                # (and drops the connection) after ping_interval + ping_timeout without a frame.
+                if type(data) is not str or not data.startswith(_BINARY_EVENT_HEADER) \
+                        or time.monotonic() - started > self.server.ping_interval:
+                    return data
+                target = self._fast_event_target(data)
+                if target is None:
+                    return data
+                attachment = await self._receive()
+                if type(attachment) is not bytes:
+                    self._held = attachment  # not the attachment: python-socketio reports it
+                    return data
+                event, namespace, sid, handler = target
+                try:
+                    await handler.trigger_event(event, namespace, sid, attachment)
+                except Exception:
+                    # As python-engineio does for a failing handler: log, keep the connection.
+                    self.server.logger.exception("Unknown receive error")
+
+        def _fast_event_target(self, header: str) -> tuple[str, str, str, YjsNamespace] | None:
+            """(event, namespace, sid, handler) if ``header`` starts a binary event we handle here."""
+            comma = header.find(",", len(_BINARY_EVENT_HEADER))
+            event = _FAST_EVENT_ARGUMENTS.get(header[comma + 1:]) if comma > 0 else None
+            if event is None:
+                return None
+            namespace = header[len(_BINARY_EVENT_HEADER):comma]
+            eio_socket = self._eio_socket
+            handler = sio.namespace_handlers.get("*")
+            # A binary packet still waiting for attachments in python-socketio owns the next frames.
+            if not namespace.startswith(NAMESPACE_PREFIX) or not isinstance(handler, YjsNamespace) \
+                    or not eio_socket.upgraded or eio_socket.upgrading \
+                    or eio_socket.sid in sio._binary_packet:
+                return None
+            sid = sio.manager.sid_from_eio_sid(eio_socket.sid, namespace)
+            if sid is None or not sio.manager.is_connected(sid, namespace):
+                return None
+            peer = handler.peers.get((namespace, sid))
+            # A rebuilding room makes the handler wait; that wait belongs to python-engineio's
+            # loop (no read timeout there), not to this read.
+            if peer is None or peer.room.rebuilding is not None:
+                return None
+            return event, namespace, sid, handler
+
+        async def _receive(self) -> bytes | str:
             msg = await self._sock.receive()
             if msg.type == WSMsgType.ERROR:
                 kind = "message_too_big" if "too big" in str(msg.data).lower() else "transport"
@@ -130,8 +191,12 @@ class _ExactBody:
             return exc.partial
 
 
-def _attachment_frame(message: Broadcast) -> bytes:
-    return server_ws_frame(message.payload)
+# An Engine.IO MESSAGE holding a Socket.IO BINARY_EVENT with one attachment, in a namespace.
+_BINARY_EVENT_HEADER = "451-"
+# The rest of the header after "<namespace>," as socket.io-client writes it (no ack id).
+_FAST_EVENT_ARGUMENTS = {
+    f'["{event}",{{"_placeholder":true,"num":0}}]': event for event in ("sync-update", "awareness-update")
+}
 
 
 def _attachment_packet(message: Broadcast) -> eio_packet.Packet:
@@ -178,6 +243,10 @@ class SocketIOPeer(Peer):
             cached = self.room.protocol_cache[key] = (header, server_ws_frame(header.encode()))
         return cached
 
+    def _websocket_frames(self, message: Broadcast) -> bytes:
+        """The header frame and the attachment frame of ``message``, as one buffer."""
+        return self._header(message.event)[1] + server_ws_frame(message.payload)
+
     def send_broadcast(self, message: Broadcast) -> int:
         # Why a fast path: python-socketio's emit to a room creates one asyncio task per recipient
         # per frame, and each Engine.IO socket then passes the packet through its own queue and
@@ -198,10 +267,10 @@ class SocketIOPeer(Peer):
             if transport.get_write_buffer_size() > self._buffer_limit:
                 self.close_soon(f"slow consumer: more than {self._buffer_limit} bytes waiting to be sent")
                 return 0
-            header_frame = self._header(message.event)[1]
-            attachment: bytes = message.encoded("socketio-ws", _attachment_frame)
-            transport.writelines((header_frame, attachment))
-            return len(header_frame) + len(attachment)
+            # Both frames in one buffer, built once per broadcast: one write (one send) per peer.
+            frames: bytes = message.encoded("socketio-ws", self._websocket_frames)
+            transport.write(frames)
+            return len(frames)
         if socket.queue.qsize() > 10_000:
             self.close_soon("slow consumer: more than 10000 packets queued")
             return 0
