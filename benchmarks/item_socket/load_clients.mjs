@@ -8,9 +8,6 @@
 //    "duration": seconds}
 // Protocol on stdout (JSON lines): {"ready": true} once every client synced; then it waits for a
 // line "go" on stdin, writes for `duration` s, waits for stragglers and prints the result line.
-import { performance } from 'node:perf_hooks'
-import readline from 'node:readline'
-
 import WebSocket from 'ws'
 import * as Y from 'yjs'
 import * as encoding from 'lib0/encoding'
@@ -18,38 +15,11 @@ import * as decoding from 'lib0/decoding'
 import { SocketIOProvider } from 'y-socket.io'
 import { WebsocketProvider } from 'y-websocket'
 
+import { Receiver, driveLoad } from '../load_driver.mjs'
+
 console.log = console.error
 const config = JSON.parse(process.argv[2])
 const { url, protocol, rooms, receivers: receiversPerRoom, rate, duration } = config
-const now = () => performance.timeOrigin + performance.now() // wall clock in ms, sub-ms resolution
-const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
-
-// Marker written by the writer: "|<seq>:<send time ms>|"; found in the raw update bytes by receivers.
-const MARKER = /\|(\d+):(\d+\.\d+)\|/g
-
-const latencies = []
-let deliveries = 0
-let duplicates = 0
-
-class Receiver {
-  constructor (room) {
-    this.room = room
-    this.seen = new Set()
-    this.synced = false
-  }
-
-  onUpdateBytes (bytes) {
-    const received = now()
-    const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1')
-    for (const match of text.matchAll(MARKER)) {
-      const seq = Number(match[1])
-      if (this.seen.has(seq)) { duplicates++; continue }
-      this.seen.add(seq)
-      deliveries++
-      latencies.push(received - Number(match[2]))
-    }
-  }
-}
 
 const openWsReceiver = (room) => {
   const receiver = new Receiver(room)
@@ -134,58 +104,6 @@ const writers = rooms.map(openWriter)
 const receivers = rooms.flatMap((room) =>
   Array.from({ length: receiversPerRoom }, () => (protocol === 'ws' ? openWsReceiver(room) : openSioReceiver(room))))
 
-const waitFor = async (predicate, timeoutMs, what) => {
-  const deadline = Date.now() + timeoutMs
-  while (!predicate()) {
-    if (Date.now() > deadline) { out({ error: `timed out waiting for ${what}` }); process.exit(1) }
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
-
-await waitFor(() => writers.every((w) => w.provider.synced) && receivers.every((r) => r.synced), 60000,
-  'every client to sync')
-out({ ready: true, writers: writers.length, receivers: receivers.length })
-
-const lines = readline.createInterface({ input: process.stdin })
-await new Promise((resolve) => lines.once('line', resolve))
-
-const start = now()
-const intervalMs = 1000 / rate
-let written = 0
-// One timer per process: each tick writes every update that is due, so timer jitter does not
-// lower the rate.
-await new Promise((resolve) => {
-  const timer = setInterval(() => {
-    const elapsed = now() - start
-    if (elapsed >= duration * 1000) { clearInterval(timer); resolve(); return }
-    const due = Math.floor(elapsed / intervalMs) + 1
-    for (const writer of writers) {
-      while (writer.seq < due) {
-        // Keep the text short: replace the previous marker rather than growing the document.
-        const marker = `|${writer.seq}:${now().toFixed(3)}|`
-        writer.doc.transact(() => {
-          if (writer.text.length > 0) writer.text.delete(0, writer.text.length)
-          writer.text.insert(0, marker)
-        })
-        writer.seq++
-        written++
-      }
-    }
-  }, Math.max(1, Math.min(10, intervalMs / 2)))
+await driveLoad({
+  writers, receivers, receiversPerRoom, rate, duration, destroyWriter: (w) => w.provider.destroy()
 })
-const sendEnd = now()
-const expected = () => writers.reduce((sum, w) => sum + w.seq, 0) * receiversPerRoom
-const deadline = Date.now() + 10000
-while (deliveries < expected() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50))
-
-const bySeqLost = receivers.reduce((sum, r) => {
-  const writer = writers.find((w) => w.room === r.room)
-  return sum + (writer.seq - r.seen.size)
-}, 0)
-out({
-  written, deliveries, expected: expected(), lost: bySeqLost, duplicates,
-  sendSeconds: (sendEnd - start) / 1000, latencies: latencies.map((x) => Math.round(x * 100) / 100)
-})
-for (const r of receivers) r.close()
-for (const w of writers) w.provider.destroy()
-setTimeout(() => process.exit(0), 200)
