@@ -27,14 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from packaging.markers import default_environment
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 log = logging.getLogger(__name__)
 
@@ -438,67 +433,33 @@ def copy_recipe(name: str, context: Path) -> None:
     shutil.copytree(IMAGES_DIR / name, context, dirs_exist_ok=True)
 
 
-# The interpreter of the item_socket image: Debian bookworm's python3 package (3.11.2). Dependency
-# markers are evaluated for it, not for the interpreter running this build: e.g. redis needs
-# async-timeout below 3.11.3, which a newer host Python skips. The image's `pip install --no-index`
-# fails the build if a wheel is still missing or does not fit.
+# The interpreter of the item_socket image: Debian bookworm's python3 package (3.11.2).
+# requirements/item-socket.lock is resolved for it (scripts/lock.sh), not for the interpreter running
+# this build: e.g. async-timeout markers differ below 3.11.3.
 IMAGE_PYTHON = "3.11.2"
+ITEM_SOCKET_LOCK = REPO_ROOT / "requirements" / "item-socket.lock"
 
 
-def image_marker_environment(extra: str = "") -> dict[str, str]:
-    """PEP 508 marker environment of the item_socket image (Linux, CPython IMAGE_PYTHON)."""
-    environment = dict(default_environment())
-    environment.update(
-        python_full_version=IMAGE_PYTHON,
-        python_version=".".join(IMAGE_PYTHON.split(".")[:2]),
-        implementation_name="cpython",
-        implementation_version=IMAGE_PYTHON,
-        platform_python_implementation="CPython",
-        sys_platform="linux",
-        os_name="posix",
-        platform_system="Linux",
-        extra=extra,
-    )
-    return environment
+def item_socket_requirements(lock: Path = ITEM_SOCKET_LOCK) -> list[str]:
+    """item_socket's runtime dependencies as `name==version` pins, read from its lock file.
 
-
-def item_socket_requirements(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
-    """item_socket's runtime dependencies for the image, transitively, pinned to what is installed here.
-
-    The image gets the versions the tests ran against, and the pins are part of the image tag. A
-    dependency only the image's Python needs (so not installed here) keeps its version range.
+    Raises ImageBuildError when the lock is missing or pins nothing (run scripts/lock.sh).
     """
-    project = tomllib.loads(pyproject.read_text())["project"]
-    pending = [(Requirement(r), "") for r in project["dependencies"]]
-    pins: dict[str, str] = {}
-    seen: set[tuple[str, frozenset[str]]] = set()
-    while pending:
-        requirement, extra = pending.pop()
-        if requirement.marker is not None and not requirement.marker.evaluate(
-            image_marker_environment(extra)
-        ):
-            continue
-        name = canonicalize_name(requirement.name)
-        if (name, frozenset(requirement.extras)) in seen:
-            continue
-        seen.add((name, frozenset(requirement.extras)))
-        try:
-            dist = importlib.metadata.distribution(name)
-        except importlib.metadata.PackageNotFoundError:
-            pins.setdefault(name, f"{name}{requirement.specifier}")
-            continue
-        pins[name] = f"{name}=={dist.version}"
-        for extra_name in ("", *requirement.extras):
-            pending += [(Requirement(r), extra_name) for r in dist.requires or []]
-    return sorted(pins.values())
+    if not lock.is_file():
+        raise ImageBuildError(f"{lock.relative_to(REPO_ROOT)} is missing: run scripts/lock.sh")
+    pins = sorted(re.findall(r"^([A-Za-z0-9_.\-]+==[^\s;\\]+)", lock.read_text(), flags=re.MULTILINE))
+    if not pins:
+        raise ImageBuildError(f"{lock.relative_to(REPO_ROOT)} pins no package: run scripts/lock.sh")
+    return pins
 
 
 def build_wheels(wheel_dir: Path, requirements: Sequence[str], cache_dir: Path) -> None:
-    """Wheels of item_socket and of `requirements`, for a `pip install --no-index` in the image.
+    """Wheels of item_socket, of its locked dependencies and of pip, for a `pip install --no-index`
+    in the image. `requirements` (the lock's pins and `pip==X`) key the wheel cache.
 
-    `--no-deps` everywhere: the dependency set was resolved for the image's Python by
-    item_socket_requirements, not for this interpreter. The wheel tags this interpreter picks fit
-    the image (same CPython minor version, same glibc 2.36 of bookworm).
+    `--no-deps` everywhere: the dependency set was resolved for the image's Python in
+    requirements/item-socket.lock, not for this interpreter; its hashes are checked. The wheel tags
+    this interpreter picks fit the image (same CPython minor version, same glibc 2.36 of bookworm).
     The project wheel is built from a copy holding only pyproject.toml and item_socket/: the image
     carries the service, not the Pulumi toolkit, and the repository tree gets no build/ directory.
     """
@@ -511,13 +472,18 @@ def build_wheels(wheel_dir: Path, requirements: Sequence[str], cache_dir: Path) 
             ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "Dockerfile"),
         )
         run([*pip, "-w", str(wheel_dir), source], what="pip wheel of item_socket")
+    installer = [r for r in requirements if r.startswith("pip==")]
     # The dependency wheels depend on the pins only: keep them in the cache, keyed by the pins.
     cached = cache_dir / "wheels" / inputs_hash([("requirements", "\n".join(requirements).encode())])
     if not cached.is_dir():
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(dir=cached.parent, prefix="partial-"))
         try:
-            run([*pip, "-w", str(partial), *requirements], what="pip wheel of item_socket's dependencies")
+            run(
+                [*pip, "--require-hashes", "-w", str(partial), "-r", str(ITEM_SOCKET_LOCK)],
+                what="pip wheel of item_socket's locked dependencies",
+            )
+            run([*pip, "-w", str(partial), *installer], what="pip wheel of pip")
             partial.rename(cached)
         finally:
             shutil.rmtree(partial, ignore_errors=True)
