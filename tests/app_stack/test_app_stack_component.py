@@ -35,11 +35,10 @@ def _deploy_commands(domain: str) -> tuple[list[pulumi.runtime.MockResourceArgs]
             acme_email="ops@" + domain,
         ),
     )
-    digest_future: asyncio.Future[str] = asyncio.get_event_loop().create_future()
-    stack.digest.apply(digest_future.set_result)
     loop = asyncio.get_event_loop()
-    digest = loop.run_until_complete(digest_future)
-    loop.run_until_complete(asyncio.sleep(0.1))  # let the registrations reach the mocks
+    digest = loop.run_until_complete(stack.digest.future())
+    # The command's id resolves once its registration has reached the mocks.
+    loop.run_until_complete(stack.command.id.future())
     return [r for r in mocks.resources if r.typ == "command:local:Command"], digest
 
 

@@ -15,6 +15,7 @@ from infra.app_stack import deploy as d
 from infra.app_stack.local import check_local_ports, mint_token, node_label_command, swarm_init_command
 from infra.app_stack.model import StackSettings
 from item_socket.auth import Access, Authorizer, Unauthorized
+from tests.support import DockerEngine
 
 
 def test_stack_deploy_command_prunes_and_detaches() -> None:
@@ -147,11 +148,8 @@ def test_unreachable_engine_says_start_dockerd() -> None:
 
 
 @pytest.mark.docker
-def test_ensure_secrets_creates_each_secret_once(docker_engine: None) -> None:
+def test_ensure_secrets_creates_each_secret_once(swarm_manager: DockerEngine) -> None:
     runner = d.DockerRunner()
-    state = runner.run(d.swarm_state_command()).stdout.split()
-    if state[:2] != ["active", "true"]:
-        pytest.skip("the engine is not a swarm manager (spaced up local initialises one)")
     stack = f"spacedtest{uuid.uuid4().hex[:8]}"
     contents = {"jwt": uuid.uuid4().hex.encode()}
     messages: list[str] = []

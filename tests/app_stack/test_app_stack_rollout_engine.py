@@ -32,6 +32,7 @@ from infra.app_stack.model import (
     content_hash,
 )
 from infra.app_stack.rollout import parse_services, parse_tasks, task_runs_spec
+from tests.support import DockerEngine, docker, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -40,20 +41,11 @@ HEALTHY_AFTER_SECONDS = 2
 WAIT_TIMEOUT = 150.0
 
 
-def _docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr.strip()}")
-    return result
-
-
 @pytest.fixture(scope="module")
-def probe_images(docker_engine: None) -> Iterator[tuple[str, str]]:
+def probe_images(swarm_manager: DockerEngine) -> Iterator[tuple[str, str]]:
     """Two tags of a tiny image on the project's Debian base: what two releases of a service look like."""
     from infra.images import DEFAULT_CACHE_DIR, Docker, cache_lock, ensure_base_image
 
-    if _docker("info", "--format", "{{.Swarm.ControlAvailable}}").stdout.strip() != "true":
-        pytest.skip("the engine is not a swarm manager (spaced up local / scripts/start-services.sh)")
     cache_dir = Path(os.environ.get("SPACED_CACHE_DIR", DEFAULT_CACHE_DIR))
     with cache_lock(cache_dir):
         base = ensure_base_image(Docker(), cache_dir, progress=print)
@@ -74,7 +66,7 @@ def probe_images(docker_engine: None) -> Iterator[tuple[str, str]]:
     try:
         yield tags[0], tags[1]
     finally:
-        _docker("rmi", *tags, check=False)
+        docker("rmi", *tags, check=False)
 
 
 def probe_service(name: str, image: str, *, healthy: bool = True, mode: str = "replicated") -> Service:
@@ -183,7 +175,7 @@ class ProbeStack:
 
     def running_images(self, service: str) -> list[str]:
         """Images of the service's tasks that run now (from `docker service ps`, not from our parser)."""
-        rows = _docker(
+        rows = docker(
             "service",
             "ps",
             f"{self.name}_{service}",
@@ -196,7 +188,7 @@ class ProbeStack:
 
     def update_state(self, service: str) -> str:
         """UpdateStatus.State from the engine ("" when absent)."""
-        inspected = json.loads(_docker("service", "inspect", f"{self.name}_{service}").stdout)[0]
+        inspected = json.loads(docker("service", "inspect", f"{self.name}_{service}").stdout)[0]
         return (inspected.get("UpdateStatus") or {}).get("State", "")
 
 
@@ -208,21 +200,23 @@ def probe_stack(probe_images: tuple[str, str], tmp_path: Path) -> Iterator[Probe
     try:
         yield stack
     finally:
-        _docker("stack", "rm", stack.name, check=False)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            left = _docker(
-                "ps", "-aq", "--filter", f"label=com.docker.stack.namespace={stack.name}", check=False
-            )
-            if not left.stdout.strip():
-                break
-            time.sleep(0.5)
+        docker("stack", "rm", stack.name, check=False)
+        wait_until(
+            lambda: (
+                not docker(
+                    "ps", "-aq", "--filter", f"label=com.docker.stack.namespace={stack.name}", check=False
+                ).stdout.strip()
+            ),
+            60,
+            f"the containers of {stack.name} to go",
+            interval=0.5,
+        )
         for kind in ("network", "config"):
-            names = _docker(
+            names = docker(
                 kind, "ls", "-q", "--filter", f"label=com.docker.stack.namespace={stack.name}", check=False
             )
             if names.stdout.split():
-                _docker(kind, "rm", *names.stdout.split(), check=False)
+                docker(kind, "rm", *names.stdout.split(), check=False)
 
 
 def test_the_wait_returns_only_once_the_update_has_rolled(
@@ -273,7 +267,6 @@ def test_an_update_swarm_rolls_back_fails_the_deploy_with_its_logs(
     assert f"probe {release_b} never gets healthy" in message, "the failing release's log lines are reported"
     assert probe_stack.update_state("app") in {"rollback_started", "rollback_completed"}
     # Swarm puts the previous release back (bounded wait: the rollback itself takes a few seconds).
-    deadline = time.monotonic() + 60
-    while probe_stack.running_images("app") != [release_a] and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert probe_stack.running_images("app") == [release_a]
+    wait_until(
+        lambda: probe_stack.running_images("app") == [release_a], 60, "the old release back", interval=0.5
+    )

@@ -16,8 +16,9 @@ import pytest
 
 from infra import images as images_module
 from infra.app_stack.services.nginx import render_nginx_conf
+from tests.support import docker, http_get, wait_until
 
-from .conftest import REPO, docker, http_get, wait_for
+from .conftest import REPO
 
 pytestmark = pytest.mark.docker
 
@@ -55,7 +56,9 @@ def health(container: str) -> str:
 def wait_healthy(container: str, timeout: float = 60) -> None:
     """Wait until Docker's own HEALTHCHECK of the image reports healthy."""
     try:
-        wait_for(lambda: health(container) == "healthy", timeout, f"container {container[:12]} to be healthy")
+        wait_until(
+            lambda: health(container) == "healthy", timeout, f"container {container[:12]} to be healthy"
+        )
     except AssertionError:
         print(docker("logs", "--tail", "50", container, check=False).stdout)
         raise
@@ -150,7 +153,7 @@ def test_item_socket_image_is_healthy_and_serves_as_non_root(
     version = docker("exec", container, "python", "-c", "import platform; print(platform.python_version())")
     assert version.stdout.strip() == images_module.IMAGE_PYTHON
     # The service can write its data volume as the unprivileged user.
-    assert wait_for(
+    assert wait_until(
         lambda: docker("exec", container, "sh", "-c", "ls /data").stdout.strip(), 20, "the store in /data"
     )
 
@@ -216,7 +219,7 @@ def test_prometheus_image_scrapes_and_has_promtool(
     )
     wait_healthy(container)
     targets_url = f"http://127.0.0.1:{published_port(container, 9090)}/api/v1/targets"
-    targets = wait_for(
+    targets = wait_until(
         lambda: [
             t for t in json.loads(http_get(targets_url)[1])["data"]["activeTargets"] if t["health"] == "up"
         ],
