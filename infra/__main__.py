@@ -24,6 +24,7 @@ from collections.abc import Sequence  # noqa: E402
 import pulumi  # noqa: E402
 
 from infra import config as stack_config  # noqa: E402
+from infra.app_stack.environments import settings_for_environment, settings_for_topology  # noqa: E402
 from infra.components.app_stack import AppStack, AppStackArgs  # noqa: E402
 from infra.components.mesh import Mesh, MeshArgs  # noqa: E402
 from infra.components.swarm import Swarm, SwarmArgs  # noqa: E402
@@ -83,16 +84,14 @@ def deploy_cloud(topology: Topology, ssh_private_key: pulumi.Output[str]) -> Non
                 opts=pulumi.ResourceOptions(depends_on=[r for host in hosts for r in host.resources]))
     swarm = Swarm("swarm", SwarmArgs(hosts=hosts, ssh_private_key=ssh_private_key),
                   opts=pulumi.ResourceOptions(depends_on=[mesh]))
-    app = AppStack("app", AppStackArgs(environment=topology.environment, docker_host=swarm.docker_host,
-                                       domain=topology.site_domain, acme_email=topology.acme_email),
+    app = AppStack("app", AppStackArgs(settings_for_topology(topology), docker_host=swarm.docker_host),
                    opts=pulumi.ResourceOptions(depends_on=[swarm, *dns_resources]))
     export_outputs(topology, hosts, records, swarm, app)
 
 
 def deploy_local(topology: Topology) -> None:
     """The application stack on the local Docker engine; no servers, no DNS."""
-    app = AppStack("app", AppStackArgs(environment=topology.environment, docker_host=None,
-                                       domain=topology.domain, acme_email=topology.acme_email))
+    app = AppStack("app", AppStackArgs(settings_for_environment(topology.environment), docker_host=None))
     export_outputs(topology, [], [], None, app)
 
 

@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 
 from infra import images as images_module
 from infra.app_stack.services.nginx import render_nginx_conf
+from infra.docker_cli import DockerRunner
 from tests.support import docker, http_get, wait_until
 
 from .conftest import REPO
@@ -70,7 +72,7 @@ def image_config(reference: str) -> dict:
 
 
 def test_base_image_is_bookworm_minbase_with_this_machines_mirror(local_images: dict[str, str]) -> None:
-    base = images_module.ensure_base_image(images_module.Docker(), images_module.DEFAULT_CACHE_DIR, print)
+    base = images_module.ensure_base_image(DockerRunner(), images_module.DEFAULT_CACHE_DIR, print)
     os_release = docker("run", "--rm", base, "cat", "/etc/os-release").stdout
     assert "VERSION_CODENAME=bookworm" in os_release
     sources = docker("run", "--rm", base, "cat", "/etc/apt/sources.list").stdout
@@ -96,7 +98,7 @@ def test_second_build_finds_every_image_by_its_tag(local_images: dict[str, str])
 def test_changed_inputs_give_a_new_tag_and_unchanged_ones_no_build(
     local_images: dict[str, str], tmp_path: Path
 ) -> None:
-    docker_cli = images_module.Docker()
+    docker_cli = DockerRunner()
     base = images_module.ensure_base_image(docker_cli, images_module.DEFAULT_CACHE_DIR, print)
 
     def build(marker: str) -> images_module.BuildResult:
@@ -129,6 +131,49 @@ def test_changed_inputs_give_a_new_tag_and_unchanged_ones_no_build(
             docker("rmi", changed.reference, check=False)
     finally:
         docker("rmi", first.reference, check=False)
+
+
+def test_prune_keeps_the_current_and_previous_tags_and_only_the_projects_dangling_images(
+    local_images: dict[str, str], tmp_path: Path
+) -> None:
+    runner = DockerRunner()
+    base = images_module.ensure_base_image(runner, images_module.DEFAULT_CACHE_DIR, print)
+    repository = f"spaced/e2e-prune-{uuid.uuid4().hex[:8]}"
+
+    def build(tag: str, marker: str, parent: str = base) -> str:
+        reference = f"{repository}:{tag}"
+        dockerfile = f"FROM {parent}\nRUN echo {marker} > /marker\n"
+        docker("build", "-q", "-t", reference, "-", stdin=dockerfile, timeout=300)
+        return reference
+
+    def image_id(reference: str) -> str:
+        return docker("image", "inspect", "--format", "{{.Id}}", reference).stdout.strip()
+
+    # Not ours: an image from an empty rootfs, without the project label, made dangling by a retag.
+    foreign_tar = tmp_path / "empty.tar"
+    subprocess.run(["tar", "-cf", str(foreign_tar), "-T", "/dev/null"], check=True, timeout=30)
+    foreign_ref = f"e2e-foreign-{uuid.uuid4().hex[:8]}:x"
+    foreign_first = docker("import", str(foreign_tar), foreign_ref).stdout.strip()
+    docker("import", "--change", "ENV X=1", str(foreign_tar), foreign_ref)
+    try:
+        oldest = build("a", "1")
+        dangling_id = image_id(build("b", "2"))
+        build("b", "2-again")  # takes the tag: the first "b" is now dangling, and ours
+        previous = build("c", "3")
+        current = build("d", "4")
+        images_module.prune_images(runner, [current], print)
+        listed = docker("image", "ls", repository, "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+        assert sorted(listed) == sorted([current, previous]), listed
+        assert oldest not in listed
+        assert docker("image", "inspect", dangling_id, check=False).returncode != 0, "ours stays"
+        assert docker("image", "inspect", foreign_first, check=False).returncode == 0, (
+            "a dangling image the project did not make was removed"
+        )
+    finally:
+        refs = docker("image", "ls", repository, "--format", "{{.Repository}}:{{.Tag}}", check=False)
+        if refs.stdout.split():
+            docker("rmi", "-f", *refs.stdout.split(), check=False)
+        docker("rmi", "-f", foreign_ref, foreign_first, check=False)
 
 
 def test_item_socket_image_is_healthy_and_serves_as_non_root(

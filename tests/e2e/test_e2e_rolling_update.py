@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 
-from infra.app_stack.deploy import DASHBOARD_PASSWORD_FILE, DASHBOARD_USER, deploy, secrets_dir_for
+from infra.app_stack.deploy import deploy
 from infra.app_stack.environments import settings_for_environment
+from infra.app_stack.stack_secrets import DASHBOARD_PASSWORD_FILE, DASHBOARD_USER, secrets_dir_for
 from tests.support import docker, wait_until
 
 from .conftest import STACK, LocalStack, load_harness
