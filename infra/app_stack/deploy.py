@@ -29,6 +29,7 @@ from infra.app_stack.rollout import (
     ROLLING_BACK,
     Rollout,
     ServiceState,
+    TaskFailure,
     TaskSnapshot,
     UpdateStatus,
     parse_failed_tasks,
@@ -144,9 +145,14 @@ def wait_for_convergence(
     Raises ConvergenceError naming the failing service as soon as swarm reports its update failed
     (rolled back or paused) or it has failed FAILED_TASKS_BEFORE_GIVING_UP new tasks, or when
     `timeout` passes; a service that swarm has not rolled back yet is rolled back first.
+
+    A task refused because its host-mode port is still held is progress, not failure: during a
+    stop-first update the old task keeps the port until it has stopped (Traefik: its grace period),
+    and swarm retries. Only when such refusals persist until `timeout` is PortInUseError raised.
     """
     deadline = time.monotonic() + timeout
     last_report = ""
+    port_refusals: dict[str, TaskFailure] = {}
     while True:
         states, rollouts = observe_rollouts(runner, stack, expected, baseline)
         report = progress_report(stack, states, rollouts)
@@ -168,22 +174,36 @@ def wait_for_convergence(
                 for f in parse_failed_tasks(result.stdout)
                 if f.task_id not in baseline.failed_tasks.get(name, set())
             ]
-            if any("port already in use" in f.error or "address already in use" in f.error for f in new):
-                raise PortInUseError(
-                    f"{name} cannot publish its port: {new[0].error}. Free the port or choose another one "
-                    "(spaced up local --http-port N / SPACED_HTTP_PORT, SPACED_PROMETHEUS_PORT)"
-                )
-            if len(new) >= FAILED_TASKS_BEFORE_GIVING_UP:
+            refused = [f for f in new if port_held(f.error)]
+            if refused and name not in port_refusals:
+                progress(f"{name}: its port is still held ({refused[0].error}); swarm retries")
+            if refused:
+                port_refusals[name] = refused[0]
+            failures = [f for f in new if not port_held(f.error)]
+            if len(failures) >= FAILED_TASKS_BEFORE_GIVING_UP:
                 raise ConvergenceError(
-                    failure_message(runner, name, f"{len(new)} tasks failed, last: {new[0].error}")
+                    failure_message(runner, name, f"{len(failures)} tasks failed, last: {failures[0].error}")
                 )
         if time.monotonic() >= deadline:
+            held = [r.service for r in pending if r.service in port_refusals]
+            if held:
+                raise PortInUseError(
+                    f"{held[0]} could not publish its port for {timeout:.0f}s: "
+                    f"{port_refusals[held[0]].error}. "
+                    "Free the port or choose another one (spaced up local --http-port N / SPACED_HTTP_PORT, "
+                    "SPACED_PROMETHEUS_PORT)"
+                )
             raise ConvergenceError(
                 failure_message(
                     runner, pending[0].service, f"not rolled out after {timeout:.0f}s: {pending[0].reason}"
                 )
             )
         time.sleep(poll_interval)
+
+
+def port_held(error: str) -> bool:
+    """Whether a task error says its host-mode port was taken (by an old task or another program)."""
+    return "port already in use" in error or "address already in use" in error
 
 
 def failure_message(runner: DockerRunner, service: str, reason: str) -> str:
