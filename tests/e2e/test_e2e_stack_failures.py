@@ -4,7 +4,11 @@ failure), each against the real stack."""
 from __future__ import annotations
 
 import importlib
+import json
 import time
+import urllib.error
+import urllib.request
+from typing import Any
 
 import pytest
 
@@ -64,3 +68,58 @@ def test_a_traefik_config_change_deploys_through_the_port_handover(
         monkeypatch.undo()
         redeploy(local_stack, [])
     assert traefik_config_name() == before
+
+
+def stack_containers() -> list[dict[str, Any]]:
+    """`docker inspect` of every running container of the stack."""
+    ids = docker("ps", "-q", "--filter", f"label=com.docker.stack.namespace={STACK}").stdout.split()
+    return json.loads(docker("inspect", *ids).stdout) if ids else []
+
+
+def test_every_container_caps_its_log(local_stack: LocalStack) -> None:
+    containers = stack_containers()
+    assert containers
+    for container in containers:
+        log_config = container["HostConfig"]["LogConfig"]
+        assert log_config == {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}, (
+            container["Name"],
+            log_config,
+        )
+
+
+def get(url: str) -> tuple[int, dict[str, str], bytes]:
+    """GET through Traefik: status, lower-cased headers, body (HTTP errors returned, not raised)."""
+    request = urllib.request.Request(url)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+def test_paths_of_a_stopped_service_answer_503_never_the_page(local_stack: LocalStack) -> None:
+    """With no item_socket task, its paths fall through Traefik to nginx's catch-all: 503 with
+    Retry-After (clients back off), not the board page; unknown paths are 404; robots.txt is a file."""
+    base = local_stack.url
+    status, headers, body = get(f"{base}/robots.txt")
+    assert status == 200 and headers["content-type"].startswith("text/plain") and b"User-agent" in body
+    status, _, body = get(f"{base}/no/such/page")
+    assert status == 404, (status, body[:200])
+    service = f"{STACK}_item_socket"
+    docker("service", "scale", "--detach", f"{service}=0")
+    try:
+        handshake = f"{base}/socket.io/?EIO=4&transport=polling"
+        wait_until(lambda: get(handshake)[0] == 503, 60, "a 503 for the Socket.IO handshake", interval=0.5)
+        for path in ("/socket.io/?EIO=4&transport=polling", "/ws/some-doc"):
+            status, headers, body = get(base + path)
+            assert status == 503, (path, status, body[:200])
+            assert headers.get("retry-after") == "5", headers
+            assert b"<!doctype html" not in body.lower(), "the board page answered for item_socket"
+    finally:
+        docker("service", "scale", "--detach", f"{service}=1")
+        wait_until(
+            lambda: b'"sid"' in get(f"{base}/socket.io/?EIO=4&transport=polling")[2],
+            120,
+            "item_socket answering again",
+            interval=1,
+        )
