@@ -3,6 +3,7 @@
 //   {"id": 2, "cmd": "wait", "page": 0, "expr": "...", "timeoutMs": 20000}   (a JS expression in the page)
 //   {"id": 3, "cmd": "state", "page": 0}                    -> {"id": 3, "ok": true, "state": {...}}
 //   {"id": 4, "cmd": "click", "page": 0, "selector": "#add"}  (a real mouse click, also on a disabled button)
+//   {"id": 5, "cmd": "screenshot", "page": 0, "path": "/tmp/board.png"}
 // A failed request answers {"id", "ok": false, "error"}. Every wait has a deadline; the browser is
 // closed when stdin ends.
 import { createInterface } from 'node:readline'
@@ -69,6 +70,9 @@ const main = async () => {
       case 'click':
         // force: no waiting for the button to be enabled; a disabled button must ignore the click.
         await pages[request.page].click(request.selector, { force: true, timeout: TIMEOUT_MS })
+        return {}
+      case 'screenshot':
+        await pages[request.page].screenshot({ path: request.path, timeout: TIMEOUT_MS })
         return {}
       default:
         throw new Error(`unknown command ${request.cmd}`)
