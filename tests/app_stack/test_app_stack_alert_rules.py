@@ -78,15 +78,23 @@ def case(
 CASES: list[dict[str, Any]] = [
     case(
         "HostCpuHigh: a fresh stack after 5 minutes of image builds at 100% CPU, then 5% busy",
-        "1m",
-        cpu_idle("0x5 57+57x55"),
-        promql_expr_test=never_pending("HostCpuHigh", 1, 2, 5, 8, 10, 15, 30, 60),
+        "15s",
+        cpu_idle("0x19 14.25+14.25x220"),
+        promql_expr_test=never_pending("HostCpuHigh", 1, 2, 5, 8, 10, 15, 30, 55),
+    ),
+    case(
+        "HostCpuHigh: 5 busy minutes of one stack, a 3-minute gap (redeploy), then a busy new stack",
+        "15s",
+        # The data volume outlives the stack: the new one must not be judged on a window that
+        # spans both start-ups (it would read as 10 minutes of load).
+        cpu_idle("0+0.75x19 _x11 24+0.75x60"),
+        promql_expr_test=never_pending("HostCpuHigh", 4, 8.5, 9, 10, 12, 15, 17),
     ),
     case(
         "HostCpuHigh: a host 95% busy for an hour",
-        "1m",
-        cpu_idle("0+3x60"),
-        # Judged from 10 minutes on (a full window), fires 15 minutes later.
+        "15s",
+        cpu_idle("0+0.75x240"),
+        # Judged once 10 minutes of scrapes are in, fires 15 minutes later.
         promql_expr_test=never_pending("HostCpuHigh", 1, 5, 9),
         alert_rule_test=[
             not_firing("HostCpuHigh", 24),
@@ -224,21 +232,24 @@ CASES: list[dict[str, Any]] = [
     ),
     case(
         "ContainerCpuNearLimit: a container at its 0.5-CPU limit for its first 3 minutes, then 10%",
-        "1m",
+        "15s",
         [
-            series("container_cpu_usage_seconds_total", CONTAINER, "0+30x3 90+3x57"),
-            series("container_spec_cpu_quota", CONTAINER, "50000x60"),
-            series("container_spec_cpu_period", CONTAINER, "100000x60"),
+            series(
+                "container_cpu_usage_seconds_total", {**CONTAINER, "cpu": "total"}, "0+7.5x12 90.75+0.75x227"
+            ),
+            series("container_spec_cpu_quota", CONTAINER, "50000x240"),
+            series("container_spec_cpu_period", CONTAINER, "100000x240"),
         ],
         promql_expr_test=never_pending("ContainerCpuNearLimit", 1, 2, 3, 5, 10, 20, 40),
     ),
     case(
         "ContainerCpuNearLimit: a container at 96% of its CPU limit for an hour",
-        "1m",
+        "15s",
         [
-            series("container_cpu_usage_seconds_total", CONTAINER, "0+28.8x60"),
-            series("container_spec_cpu_quota", CONTAINER, "50000x60"),
-            series("container_spec_cpu_period", CONTAINER, "100000x60"),
+            # cAdvisor's usage carries a `cpu` label the limit lacks.
+            series("container_cpu_usage_seconds_total", {**CONTAINER, "cpu": "total"}, "0+7.2x240"),
+            series("container_spec_cpu_quota", CONTAINER, "50000x240"),
+            series("container_spec_cpu_period", CONTAINER, "100000x240"),
         ],
         promql_expr_test=never_pending("ContainerCpuNearLimit", 1, 5, 9),
         alert_rule_test=[

@@ -34,6 +34,8 @@ DATA_VOLUME = "prometheus_data"
 PORT = 9090
 NODE_EXPORTER_PORT = 9100
 CADVISOR_PORT = 8080
+SCRAPE_INTERVAL_SECONDS = 15
+"""Every job's scrape interval; the alert rules count on it to tell a full window of samples."""
 
 
 def _tasks(settings: StackSettings, service: str, port: int) -> dict[str, Any]:
@@ -64,7 +66,7 @@ def prometheus_config(settings: StackSettings) -> dict[str, Any]:
         jobs.append({"job_name": "cadvisor", "dns_sd_configs": [_tasks(settings, "cadvisor", CADVISOR_PORT)]})
     return {
         "global": {
-            "scrape_interval": "15s",
+            "scrape_interval": f"{SCRAPE_INTERVAL_SECONDS}s",
             "evaluation_interval": "15s",
             "external_labels": {"environment": settings.environment},
         },
@@ -90,28 +92,41 @@ _WRITABLE = f"node_filesystem_readonly{_FS} == 0"
 _CONTAINER_CPU = 'container_cpu_usage_seconds_total{container_label_com_docker_swarm_service_name!=""}'
 
 
-def _with_history(selector: str, window: str, on: str | None = None) -> str:
-    """`and` clause: the series already had a sample one `window` ago, so a `[window]` range over it
-    holds a full window of data and not just the first minutes of a fresh node or stack, when image
-    builds, container starts and WAL replay make every rate look alarming."""
-    matching = f" on ({on})" if on else ""
-    grouped = f"count by ({on}) ({selector} offset {window})" if on else f"{selector} offset {window}"
-    return f"and{matching} {grouped}"
+def _with_history(selector: str, window: str) -> str:
+    """`and` clause: the series already had a sample one `window` ago (a trend needs that much data;
+    gaps in between do not matter to it)."""
+    return f"and {selector} offset {window}"
+
+
+def _full_window(selector: str, minutes: int, by: str) -> str:
+    """`and` clause: the last `minutes` hold all their scrapes but one, for every series of `by`
+    (`on (<labels>)` or `without (<labels>)`), so a rate over them is an average over that whole
+    window of this node or container. Not so in the first minutes of a fresh node or stack (image
+    builds, containers starting, WAL replay), nor across the gap of a redeploy, where a window
+    spanning two start-ups would pass for sustained load (Prometheus keeps its data volume)."""
+    samples = minutes * 60 // SCRAPE_INTERVAL_SECONDS
+    grouping, labels = by.split(" ", 1)
+    matching = f" on {labels}" if grouping == "on" else ""
+    aggregate = "by" if grouping == "on" else "without"
+    return (
+        f"and{matching} min {aggregate} {labels} (count_over_time({selector}[{minutes}m])) >= {samples - 1}"
+    )
 
 
 def alert_rules(settings: StackSettings) -> dict[str, Any]:
     """Alert rules: they fire before a host or container hits its limits, and when item_socket fails.
 
-    None of them may go pending on a healthy stack that just came up on a busy machine: a rate or a
-    trend is judged only over a full window of data (`_with_history`) and long enough to average out
-    an image build, a trend only when the disk is also nearly full, and item_socket's absence only
-    once Prometheus has had time to discover and scrape it.
+    None of them may go pending on a healthy stack that just came up on a busy machine: a CPU rate
+    is judged only over a full 10-minute window of scrapes (`_full_window`), long enough to average
+    out an image build; a disk trend only with an hour of data and when the disk is also nearly
+    full; a task as down only after several failed scrapes; item_socket's absence only once
+    Prometheus has had time to discover and scrape it.
     """
     host = [
         _alert(
             "HostCpuHigh",
             '1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[10m])) > 0.9 '
-            + _with_history('node_cpu_seconds_total{mode="idle"}', "10m", on="instance"),
+            + _full_window('node_cpu_seconds_total{mode="idle"}', 10, by="on (instance)"),
             "15m",
             "warning",
             "CPU of {{ $labels.instance }} over 90% busy (10-minute average) for 15 minutes",
@@ -145,9 +160,10 @@ def alert_rules(settings: StackSettings) -> dict[str, Any]:
     item_socket = [
         _alert(
             "ItemSocketDown",
-            # Every scrape of the last minute failed, for a task known for at least that minute:
-            # a task still starting (its first scrape may come before it listens) is not down.
-            'max_over_time(up{job="item_socket"}[1m]) == 0 ' + _with_history('up{job="item_socket"}', "1m"),
+            # Every scrape of the last minute failed, and there were at least 3: a task still
+            # starting (its first scrape may come before it listens) is not down.
+            'max_over_time(up{job="item_socket"}[1m]) == 0'
+            ' and count_over_time(up{job="item_socket"}[1m]) >= 3',
             "1m",
             "critical",
             "item_socket task {{ $labels.instance }} has not answered /metrics for 2 minutes",
@@ -193,10 +209,12 @@ def alert_rules(settings: StackSettings) -> dict[str, Any]:
             ),
             _alert(
                 "ContainerCpuNearLimit",
-                f"rate({_CONTAINER_CPU}[10m])"
+                # cAdvisor labels the usage by `cpu` ("total", or one series per CPU), the limit not:
+                # sum it away, or the division matches nothing. Starting containers (Prometheus
+                # replaying its WAL, imports) run at their limit: judged over a full window only.
+                f"sum without (cpu) (rate({_CONTAINER_CPU}[10m]))"
                 " / (container_spec_cpu_quota / container_spec_cpu_period > 0) > 0.9 "
-                # Starting containers (Prometheus replaying its WAL, imports) run at their limit.
-                + _with_history(_CONTAINER_CPU, "10m"),
+                + _full_window(_CONTAINER_CPU, 10, by="without (cpu)"),
                 "10m",
                 "warning",
                 "{{ $labels.container_label_com_docker_swarm_service_name }} uses over 90% of its CPU limit",
