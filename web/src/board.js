@@ -39,7 +39,7 @@ function refusalMessage (reason, refused) {
       ' to this page\'s address, then reload.']
   }
   if (reason === 'Unauthorized') {
-    return ['The access token was refused: it has expired or does not cover the document ', code(docName),
+    return ['The access token was refused: it is invalid, has expired or does not cover the document ', code(docName),
       '. Run ', code(`spaced token local --doc '${docName}'`), ' and put the new token after ',
       code('#token='), ' in this page\'s address, then reload.']
   }
