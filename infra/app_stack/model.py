@@ -20,7 +20,7 @@ STACK_NAME = "spaced"
 LOCAL_ENVIRONMENT = "local"
 
 # The services whose images `infra.images.build_local_images` builds (cAdvisor is always pulled).
-BUILT_SERVICES = ("item_socket", "traefik", "nginx", "prometheus", "node_exporter")
+BUILT_SERVICES = ("item_socket", "traefik", "nginx", "prometheus", "node_exporter", "socket_proxy")
 CADVISOR_IMAGE = "gcr.io/cadvisor/cadvisor:v0.49.1"
 
 
