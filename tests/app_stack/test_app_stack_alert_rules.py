@@ -23,6 +23,9 @@ NODE = {"instance": "10.0.2.3:9100", "job": "node"}
 DISK = {**NODE, "device": "/dev/vda", "fstype": "ext4", "mountpoint": "/"}
 ITEM_SOCKET = {"instance": "10.0.1.7:8080", "job": "item_socket"}
 PROMETHEUS = {"instance": "localhost:9090", "job": "prometheus"}
+NODE_UP = {"instance": "10.0.2.3:9100", "job": "node"}
+TRAEFIK_UP = {"instance": "10.0.2.5:8082", "job": "traefik"}
+CADVISOR_UP = {"instance": "10.0.2.4:8080", "job": "cadvisor"}
 CONTAINER = {
     "instance": "10.0.2.4:8080",
     "job": "cadvisor",
@@ -202,6 +205,55 @@ CASES: list[dict[str, Any]] = [
                 {"severity": "critical"},
                 "No item_socket task answers /metrics (none discovered, or all down)",
             ),
+        ],
+    ),
+    case(
+        "TargetDown/ScrapeJobMissing: a fresh stack; exporters discovered after 30 s, first scrapes fail",
+        "15s",
+        [
+            series("process_start_time_seconds", PROMETHEUS, "0x60"),
+            series("up", PROMETHEUS, "1x60"),
+            series("up", NODE_UP, "_ _ 0 1x57"),
+            series("up", TRAEFIK_UP, "_ 0 0 1x57"),
+            series("up", CADVISOR_UP, "_ _ _ 0 1x56"),
+        ],
+        promql_expr_test=[
+            *never_pending("TargetDown", 0.5, 1, 2, 5, 10, 15),
+            *never_pending("ScrapeJobMissing", 0, 0.5, 1, 2, 3, 5, 10, 15),
+        ],
+    ),
+    case(
+        "TargetDown/ScrapeJobMissing: node-exporter answers 5 minutes then stops; Traefik never answers",
+        "15s",
+        [
+            series("process_start_time_seconds", PROMETHEUS, "0x60"),
+            series("up", PROMETHEUS, "1x60"),
+            series("up", NODE_UP, "1x20 0x40"),
+            series("up", CADVISOR_UP, "1x60"),
+        ],
+        promql_expr_test=never_pending("TargetDown", 1, 5, 5.75),
+        alert_rule_test=[
+            not_firing("TargetDown", 7.5),
+            firing(
+                "TargetDown",
+                8.5,
+                {"severity": "warning", **NODE_UP},
+                f"node target {NODE_UP['instance']} has not answered its scrape for 3 minutes",
+            ),
+            not_firing("ScrapeJobMissing", 4.5),
+            {
+                "eval_time": "9m",
+                "alertname": "ScrapeJobMissing",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {"severity": "critical", "job": job},
+                        "exp_annotations": {
+                            "summary": f"No {job} target answers its scrape (none discovered, or all down)"
+                        },
+                    }
+                    for job in ("node", "traefik")
+                ],
+            },
         ],
     ),
     case(

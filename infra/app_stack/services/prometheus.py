@@ -75,12 +75,12 @@ def prometheus_config(settings: StackSettings) -> dict[str, Any]:
     }
 
 
-def _alert(name: str, expr: str, duration: str, severity: str, summary: str) -> dict[str, Any]:
+def _alert(name: str, expr: str, duration: str, severity: str, summary: str, **labels: str) -> dict[str, Any]:
     return {
         "alert": name,
         "expr": expr,
         "for": duration,
-        "labels": {"severity": severity},
+        "labels": {"severity": severity, **labels},
         "annotations": {"summary": summary},
     }
 
@@ -195,7 +195,36 @@ def alert_rules(settings: StackSettings) -> dict[str, Any]:
             "item_socket cannot write its document store on {{ $labels.instance }}",
         ),
     ]
-    groups = [{"name": "host", "rules": host}, {"name": "item_socket", "rules": item_socket}]
+    # Every other scrape job: a target that stops answering, and a job with no target answering.
+    # item_socket has its own, sharper rules above; Prometheus' own job cannot report its absence.
+    jobs = ["node", "traefik", *(["cadvisor"] if settings.include_cadvisor else [])]
+    scrape = [
+        _alert(
+            "TargetDown",
+            'max_over_time(up{job!="item_socket"}[1m]) == 0'
+            ' and count_over_time(up{job!="item_socket"}[1m]) >= 3',
+            "2m",
+            "warning",
+            "{{ $labels.job }} target {{ $labels.instance }} has not answered its scrape for 3 minutes",
+        ),
+        *(
+            _alert(
+                "ScrapeJobMissing",
+                f'absent(up{{job="{job}"}} == 1)'
+                ' and on () (time() - process_start_time_seconds{job="prometheus"} > 120)',
+                "3m",
+                "critical",
+                f"No {job} target answers its scrape (none discovered, or all down)",
+                job=job,
+            )
+            for job in jobs
+        ),
+    ]
+    groups = [
+        {"name": "host", "rules": host},
+        {"name": "item_socket", "rules": item_socket},
+        {"name": "scrape", "rules": scrape},
+    ]
     if settings.include_cadvisor:
         # Swarm limits appear as the container's spec limits; compare usage against them.
         containers = [
