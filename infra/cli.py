@@ -5,6 +5,8 @@
     spaced status [ENV] [--docker-host ssh://user@manager]
     spaced render ENV [--out DIR] [--no-cadvisor]
     spaced token [ENV] [--doc GLOB] [--read-only] [--ttl SECONDS]
+    spaced dns plan ENV [--outputs FILE] [--json]
+    spaced dns check ENV [--resolver IP[:PORT]] [--outputs FILE] [--json]
 
 Cloud environments are deployed by `pulumi up --stack <env>` (the same renderer and deploy function).
 Every failure ends in one line `ERROR (<Kind>): <message>` that names what to do next; `--debug`
@@ -202,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--read-only", action="store_true")
     token.add_argument("--ttl", type=int, default=86400, help="seconds until it expires")
     token.set_defaults(func=cmd_token)
+
+    # Imported here: these modules import CliError from this one.
+    from infra.dns_check.commands import add_dns_parser
+
+    add_dns_parser(sub)
     return parser
 
 
