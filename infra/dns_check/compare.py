@@ -56,10 +56,18 @@ class Finding:
 
     def as_json(self) -> dict[str, Any]:
         """The JSON form `spaced dns check --json` prints."""
-        return {"name": self.fqdn, "type": self.type, "status": self.status, "expected": list(self.expected),
-                "found": list(self.found), "missing": list(self.missing_values),
-                "extra": list(self.extra_values), "planned_ttl": self.planned_ttl, "ttl": self.ttl,
-                "detail": self.detail}
+        return {
+            "name": self.fqdn,
+            "type": self.type,
+            "status": self.status,
+            "expected": list(self.expected),
+            "found": list(self.found),
+            "missing": list(self.missing_values),
+            "extra": list(self.extra_values),
+            "planned_ttl": self.planned_ttl,
+            "ttl": self.ttl,
+            "detail": self.detail,
+        }
 
 
 def judge(expected: Sequence[str], planned_ttl: int, answer: resolve.Answer, rdtype: str) -> tuple[str, str]:
@@ -70,8 +78,10 @@ def judge(expected: Sequence[str], planned_ttl: int, answer: resolve.Answer, rdt
         return (UNVERIFIED if not expected else MISSING), answer.detail
     found = answer.values
     if not expected:
-        return UNVERIFIED, ("value known only after provisioning: pass --outputs FILE "
-                            "(pulumi stack output --json) to check it")
+        return UNVERIFIED, (
+            "value known only after provisioning: pass --outputs FILE "
+            "(pulumi stack output --json) to check it"
+        )
     want = {resolve.normalise(rdtype, value) for value in expected}
     if found == want:
         if answer.ttl is not None and answer.ttl > planned_ttl:
@@ -84,7 +94,9 @@ def judge(expected: Sequence[str], planned_ttl: int, answer: resolve.Answer, rdt
     return MISSING, f"planned {', '.join(sorted(want - found))} not served"
 
 
-def check_records(records: Sequence[PlannedRecord], ask: Callable[[str, str], resolve.Answer]) -> list[Finding]:
+def check_records(
+    records: Sequence[PlannedRecord], ask: Callable[[str, str], resolve.Answer]
+) -> list[Finding]:
     """Ask once per (name, type) of `records` (in plan order) and judge the answers.
 
     `ask(fqdn, type)` is usually `DnsClient.query`.
@@ -98,9 +110,18 @@ def check_records(records: Sequence[PlannedRecord], ask: Callable[[str, str], re
         planned_ttl = min(r.ttl for r in group)
         answer = ask(fqdn, rdtype)
         status, detail = judge(expected, planned_ttl, answer, rdtype)
-        findings.append(Finding(fqdn=fqdn, type=rdtype, status=status, expected=expected,
-                                found=tuple(sorted(answer.values)), planned_ttl=planned_ttl, ttl=answer.ttl,
-                                detail=detail))
+        findings.append(
+            Finding(
+                fqdn=fqdn,
+                type=rdtype,
+                status=status,
+                expected=expected,
+                found=tuple(sorted(answer.values)),
+                planned_ttl=planned_ttl,
+                ttl=answer.ttl,
+                detail=detail,
+            )
+        )
     return findings
 
 
@@ -120,8 +141,15 @@ def format_findings(findings: Sequence[Finding], server: str) -> str:
     """The findings as an aligned table (what `spaced dns check` prints)."""
     header = ("STATUS", "NAME", "TYPE", "EXPECTED", "FOUND", "TTL", "DETAIL")
     rows = [
-        (f.status.upper() if f.status != OK else "ok", f.fqdn, f.type, ",".join(f.expected) or "?",
-         ",".join(f.found) or "-", "-" if f.ttl is None else str(f.ttl), f.detail)
+        (
+            f.status.upper() if f.status != OK else "ok",
+            f.fqdn,
+            f.type,
+            ",".join(f.expected) or "?",
+            ",".join(f.found) or "-",
+            "-" if f.ttl is None else str(f.ttl),
+            f.detail,
+        )
         for f in findings
     ]
     lines = [f"resolver {server}"]

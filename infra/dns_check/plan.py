@@ -74,8 +74,15 @@ class PlannedRecord:
 
     def as_json(self) -> dict[str, Any]:
         """The JSON form `spaced dns plan --json` prints (same keys as the `dns_records` output, plus)."""
-        return {"name": self.fqdn, "type": self.type, "value": self.value, "ttl": self.ttl,
-                "backend": self.backend, "node": self.node, "source": self.source}
+        return {
+            "name": self.fqdn,
+            "type": self.type,
+            "value": self.value,
+            "ttl": self.ttl,
+            "backend": self.backend,
+            "node": self.node,
+            "source": self.source,
+        }
 
 
 @dataclass(frozen=True)
@@ -125,8 +132,10 @@ def load_stack_topology(path: Path) -> Topology:
     file does not exist (naming the stacks that do), `BadTopology` when it is invalid.
     """
     if not path.is_file():
-        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in path.parent.glob("Pulumi.*.yaml"))
-        raise PlanError("NoStack", f"no stack file {path}; stacks in {path.parent}: {', '.join(known) or 'none'}")
+        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in path.parent.glob("Pulumi.*.yaml"))
+        raise PlanError(
+            "NoStack", f"no stack file {path}; stacks in {path.parent}: {', '.join(known) or 'none'}"
+        )
     try:
         document = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
@@ -145,8 +154,10 @@ def parse_outputs(text: str, source: str = "outputs") -> StackOutputs:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
-        raise PlanError("BadOutputs", f"{source}: not JSON ({error}); "
-                        "write it with `pulumi stack output --json --stack <env> > FILE`") from None
+        raise PlanError(
+            "BadOutputs",
+            f"{source}: not JSON ({error}); write it with `pulumi stack output --json --stack <env> > FILE`",
+        ) from None
     if not isinstance(document, dict):
         raise PlanError("BadOutputs", f"{source}: expected a JSON object (pulumi stack output --json)")
     raw_hosts = document.get("hosts", {})
@@ -155,7 +166,9 @@ def parse_outputs(text: str, source: str = "outputs") -> StackOutputs:
     hosts: dict[str, OutputHost] = {}
     for name, host in raw_hosts.items():
         if not isinstance(host, dict) or not isinstance(host.get("public_ipv4"), str):
-            raise PlanError("BadOutputs", f"{source}: hosts.{name}.public_ipv4: expected an IP address string")
+            raise PlanError(
+                "BadOutputs", f"{source}: hosts.{name}.public_ipv4: expected an IP address string"
+            )
         ipv6 = host.get("public_ipv6")
         if ipv6 is not None and not isinstance(ipv6, str):
             raise PlanError("BadOutputs", f"{source}: hosts.{name}.public_ipv6: expected a string or null")
@@ -166,8 +179,9 @@ def parse_outputs(text: str, source: str = "outputs") -> StackOutputs:
         try:
             records = frozenset((r["name"], r["type"], r["value"], int(r["ttl"])) for r in raw_records)
         except (KeyError, TypeError, ValueError):
-            raise PlanError("BadOutputs", f"{source}: dns_records: expected a list of "
-                            "{name, type, value, ttl} objects") from None
+            raise PlanError(
+                "BadOutputs", f"{source}: dns_records: expected a list of {{name, type, value, ttl}} objects"
+            ) from None
     return StackOutputs(hosts=hosts, dns_records=records)
 
 
@@ -199,9 +213,17 @@ def plan_hosts(topology: Topology, outputs: StackOutputs | None) -> tuple[dict[s
             ipv6 = PENDING if node.provider in IPV6_PROVIDERS else None
             source = "pending"
         # mesh_ip and ssh_user do not enter DNS records; plan_records reads names and addresses only.
-        hosts[node.name] = Host(name=node.name, provider=node.provider, region=node.region,
-                                public_ipv4=ipv4, public_ipv6=ipv6, mesh_ip="", ssh_user="",
-                                manager=node.manager, edge=node.edge)
+        hosts[node.name] = Host(
+            name=node.name,
+            provider=node.provider,
+            region=node.region,
+            public_ipv4=ipv4,
+            public_ipv6=ipv6,
+            mesh_ip="",
+            ssh_user="",
+            manager=node.manager,
+            edge=node.edge,
+        )
         sources[node.name] = source
     return hosts, sources
 
@@ -216,9 +238,12 @@ def build_plan(topology: Topology, outputs: StackOutputs | None = None) -> Plan:
     node_of = {name: node.name for node in topology.nodes for name in node.dns}
     records = tuple(
         PlannedRecord(
-            fqdn=record.fqdn, type=record.type,
+            fqdn=record.fqdn,
+            type=record.type,
             value=None if record.value is PENDING else str(record.value),
-            ttl=record.ttl, backend=topology.dns.provider, node=node_of[record.name],
+            ttl=record.ttl,
+            backend=topology.dns.provider,
+            node=node_of[record.name],
             source=sources[node_of[record.name]],
         )
         for record in plan_records(topology, hosts)
@@ -227,19 +252,33 @@ def build_plan(topology: Topology, outputs: StackOutputs | None = None) -> Plan:
     if outputs is not None:
         unknown = sorted(set(outputs.hosts) - {node.name for node in topology.nodes})
         if unknown:
-            warnings.append(f"the outputs name hosts the stack file does not have: {', '.join(unknown)} "
-                            "(outputs of an older deployment?)")
+            warnings.append(
+                f"the outputs name hosts the stack file does not have: {', '.join(unknown)} "
+                "(outputs of an older deployment?)"
+            )
         if outputs.dns_records is not None and not any(r.pending for r in records):
             planned = frozenset((r.fqdn, r.type, r.value, r.ttl) for r in records)
             if planned != outputs.dns_records:
-                warnings.append("the outputs' dns_records differ from this plan: the stack file changed since "
-                                "the last `pulumi up`, or the outputs are from another stack")
-    return Plan(environment=topology.environment, domain=topology.domain, backend=topology.dns.provider,
-                records=records, warnings=tuple(warnings))
+                warnings.append(
+                    "the outputs' dns_records differ from this plan: the stack file changed since "
+                    "the last `pulumi up`, or the outputs are from another stack"
+                )
+    return Plan(
+        environment=topology.environment,
+        domain=topology.domain,
+        backend=topology.dns.provider,
+        records=records,
+        warnings=tuple(warnings),
+    )
 
 
-def plan_for(environment: str, *, stack_path: Path | None = None, outputs_path: Path | None = None,
-             stacks_dir: Path = STACKS_DIR) -> Plan:
+def plan_for(
+    environment: str,
+    *,
+    stack_path: Path | None = None,
+    outputs_path: Path | None = None,
+    stacks_dir: Path = STACKS_DIR,
+) -> Plan:
     """The plan of `environment` (stack file `stack_path` or `<stacks_dir>/Pulumi.<env>.yaml`).
 
     Raises PlanError (`NoStack`, `BadTopology`, `BadOutputs`) and, when the file's `environment`
@@ -248,8 +287,9 @@ def plan_for(environment: str, *, stack_path: Path | None = None, outputs_path: 
     path = stack_path or stack_file(environment, stacks_dir)
     topology = load_stack_topology(path)
     if topology.environment != environment:
-        raise PlanError("BadTopology", f"{path} is the stack of environment {topology.environment!r}, "
-                        f"not {environment!r}")
+        raise PlanError(
+            "BadTopology", f"{path} is the stack of environment {topology.environment!r}, not {environment!r}"
+        )
     outputs = load_outputs(outputs_path) if outputs_path is not None else None
     return build_plan(topology, outputs)
 
@@ -257,8 +297,10 @@ def plan_for(environment: str, *, stack_path: Path | None = None, outputs_path: 
 def format_plan_table(plan: Plan) -> str:
     """The plan as an aligned text table (what `spaced dns plan` prints), with notes below it."""
     header = ("NAME", "TYPE", "VALUE", "TTL", "BACKEND", "NODE")
-    rows = [(r.fqdn, r.type, r.value or "(after provisioning)", str(r.ttl), r.backend, r.node)
-            for r in plan.records]
+    rows = [
+        (r.fqdn, r.type, r.value or "(after provisioning)", str(r.ttl), r.backend, r.node)
+        for r in plan.records
+    ]
     lines = [f"environment {plan.environment}, zone {plan.domain or '-'}, DNS backend {plan.backend}"]
     if not rows:
         lines.append("(no records: the stack publishes no DNS names)")
@@ -268,9 +310,11 @@ def format_plan_table(plan: Plan) -> str:
         lines.append("note: dns.provider is 'none': these records are managed outside Pulumi")
     if plan.pending:
         nodes = sorted({r.node for r in plan.pending})
-        lines.append(f"note: {len(plan.pending)} value(s) are known only after provisioning "
-                     f"({', '.join(nodes)}); pass --outputs FILE from "
-                     f"`pulumi stack output --json --stack {plan.environment}`")
+        lines.append(
+            f"note: {len(plan.pending)} value(s) are known only after provisioning "
+            f"({', '.join(nodes)}); pass --outputs FILE from "
+            f"`pulumi stack output --json --stack {plan.environment}`"
+        )
     lines += [f"warning: {warning}" for warning in plan.warnings]
     return "\n".join(lines)
 
@@ -278,5 +322,7 @@ def format_plan_table(plan: Plan) -> str:
 def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """Rows of cells as left-aligned columns, two spaces apart (header first)."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-            for row in [header, *rows]]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]

@@ -3,13 +3,14 @@
 `DnsClient(server, port).query("www.spaced.fun", "A")` returns an `Answer`; it never raises for what
 the network or the server does: NXDOMAIN, SERVFAIL, REFUSED, a timeout or an unreachable server are
 statuses, so the caller can report every record. Timeouts and SERVFAIL are retried (a resolver's
-SERVFAIL is often transient); the worst case per question is `attempts × timeout` seconds plus
-`(attempts - 1) × retry_delay`.
+SERVFAIL is often transient); the worst case per question is `attempts * timeout` seconds plus
+`(attempts - 1) * retry_delay`.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -74,8 +75,10 @@ def parse_resolver(text: str) -> tuple[str, int]:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        raise ResolverAddressError(f"{text!r}: expected an IP address, IP:PORT or [IPv6]:PORT "
-                                   "(a resolver is given by address, not by name)") from None
+        raise ResolverAddressError(
+            f"{text!r}: expected an IP address, IP:PORT or [IPv6]:PORT "
+            "(a resolver is given by address, not by name)"
+        ) from None
     return host, port
 
 
@@ -140,15 +143,29 @@ class DnsClient:
         request = dns.message.make_query(fqdn.rstrip(".") + ".", rdtype)
         request.flags |= dns.flags.RD
         where = f"{self.server}:{self.port}"
+        family = socket.AF_INET6 if ":" in self.server else socket.AF_INET
         try:
-            response, _ = dns.query.udp_with_fallback(request, self.server, timeout=self.timeout,
-                                                      port=self.port)
+            # A connected UDP socket: an ICMP port-unreachable then fails at once (ECONNREFUSED)
+            # instead of waiting for the timeout.
+            with socket.socket(family, socket.SOCK_DGRAM) as udp:
+                udp.setblocking(False)  # dnspython waits with select until its deadline
+                udp.connect((self.server, self.port))
+                response, _ = dns.query.udp_with_fallback(
+                    request, self.server, timeout=self.timeout, port=self.port, udp_sock=udp
+                )
         except dns.exception.Timeout:
-            return Answer(TIMEOUT, detail=f"no answer from {where} within {self.timeout:g} s "
-                          f"(attempt {attempt} of {self.attempts})", attempts=attempt)
+            return Answer(
+                TIMEOUT,
+                detail=f"no answer from {where} within {self.timeout:g} s "
+                f"(attempt {attempt} of {self.attempts})",
+                attempts=attempt,
+            )
         except ConnectionRefusedError:
-            return Answer(UNREACHABLE, detail=f"{where} refused the connection (is a DNS server listening?)",
-                          attempts=attempt)
+            return Answer(
+                UNREACHABLE,
+                detail=f"{where} refused the connection (is a DNS server listening?)",
+                attempts=attempt,
+            )
         except OSError as error:
             return Answer(UNREACHABLE, detail=f"{where}: {error.strerror or error}", attempts=attempt)
         except dns.exception.DNSException as error:
@@ -161,11 +178,18 @@ def _classify(response: dns.message.Message, fqdn: str, rdtype: str, where: str,
     if rcode == dns.rcode.NXDOMAIN:
         return Answer(NXDOMAIN, detail="NXDOMAIN: the name does not exist", attempts=attempt)
     if rcode == dns.rcode.SERVFAIL:
-        return Answer(SERVFAIL, detail=f"SERVFAIL from {where}: the server could not answer "
-                      "(broken delegation, DNSSEC failure or an upstream timeout)", attempts=attempt)
+        return Answer(
+            SERVFAIL,
+            detail=f"SERVFAIL from {where}: the server could not answer "
+            "(broken delegation, DNSSEC failure or an upstream timeout)",
+            attempts=attempt,
+        )
     if rcode == dns.rcode.REFUSED:
-        return Answer(REFUSED, detail=f"REFUSED by {where}: it does not serve this zone or refuses recursion",
-                      attempts=attempt)
+        return Answer(
+            REFUSED,
+            detail=f"REFUSED by {where}: it does not serve this zone or refuses recursion",
+            attempts=attempt,
+        )
     if rcode != dns.rcode.NOERROR:
         return Answer(ERROR, detail=f"{dns.rcode.to_text(rcode)} from {where}", attempts=attempt)
     wanted = dns.rdatatype.from_text(rdtype)
