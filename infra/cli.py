@@ -7,6 +7,8 @@
     spaced token [ENV] [--doc GLOB] [--read-only] [--ttl SECONDS]
     spaced dns plan ENV [--outputs FILE] [--json]
     spaced dns check ENV [--resolver IP[:PORT]] [--outputs FILE] [--json]
+    spaced ci affected-stacks [--base REV] [--head REV] [--files PATH...] [--all]
+    spaced ci image-tag
 
 Cloud environments are deployed by `pulumi up --stack <env>` (the same renderer and deploy function).
 Every failure ends in one line `ERROR (<Kind>): <message>` that names what to do next; `--debug`
@@ -206,9 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(func=cmd_token)
 
     # Imported here: these modules import CliError from this one.
+    from infra.ci.commands import add_ci_parser
     from infra.dns_check.commands import add_dns_parser
 
     add_dns_parser(sub)
+    add_ci_parser(sub)
     return parser
 
 
