@@ -6,6 +6,7 @@ The deploy, drift and image workflows call this module; a person runs the same c
     python -m infra.ci.affected stacks --files stacks/Pulumi.dev.yaml     # ["dev"]
     python -m infra.ci.affected stacks --all                              # every cloud stack
     python -m infra.ci.affected image-tag                                 # 40-hex commit id
+    python -m infra.ci.affected image-tag --owner Spaced-Fun   # ghcr.io/spaced-fun/spaced-item-socket:<id>
 
 (also `spaced ci affected-stacks` and `spaced ci image-tag`). Standard library only, so a workflow can
 run it from a bare checkout. Rules, first match wins, for each changed path:
@@ -53,6 +54,8 @@ NO_STACK: tuple[str, ...] = (
 )
 # The inputs of the item_socket image (item_socket/Dockerfile is inside item_socket/).
 IMAGE_INPUTS: tuple[str, ...] = ("item_socket", "pyproject.toml", "scripts/ci/item-socket-context.py")
+# The image's repository name, as infra/app_stack/environments.py names it: spaced-<service with dashes>.
+IMAGE_REPOSITORY = "spaced-item-socket"
 # A git "before" of a new branch or a force-push without history.
 _NULL_SHA = "0" * 40
 
@@ -137,6 +140,11 @@ def image_tag(repo_root: Path = REPO_ROOT, head: str = "HEAD") -> str:
     return sha
 
 
+def image_repository(owner: str, registry: str = "ghcr.io") -> str:
+    """`<registry>/<owner>/spaced-item-socket`, lower-cased (registries refuse capitals)."""
+    return f"{registry}/{owner}/{IMAGE_REPOSITORY}".lower()
+
+
 def _write_github_output(values: dict[str, str]) -> None:
     path = os.environ.get("GITHUB_OUTPUT")
     if not path:
@@ -151,9 +159,13 @@ def run(args: argparse.Namespace) -> int:
     repo_root = Path(args.repo)
     if args.command == "image-tag":
         tag = image_tag(repo_root, args.head)
-        print(tag)
+        values = {"tag": tag}
+        if args.owner:
+            values["repository"] = image_repository(args.owner, args.registry)
+            values["image"] = f"{values['repository']}:{tag}"
+        print(values.get("image", tag))
         if args.github_output:
-            _write_github_output({"tag": tag})
+            _write_github_output(values)
         return 0
     stacks = cloud_stacks(repo_root)
     changed: list[str] | None
@@ -199,7 +211,13 @@ def add_arguments(sub: argparse._SubParsersAction, prefix: str = "") -> None:  #
     stacks.set_defaults(command="stacks")
     tag = sub.add_parser("image-tag", help="the commit the item_socket image of HEAD is tagged with")
     tag.add_argument("--head", default="HEAD")
-    tag.add_argument("--github-output", action="store_true", help="also append tag=<sha> to $GITHUB_OUTPUT")
+    tag.add_argument("--owner", default="", help="print <registry>/<owner>/spaced-item-socket:<tag> instead")
+    tag.add_argument("--registry", default="ghcr.io")
+    tag.add_argument(
+        "--github-output",
+        action="store_true",
+        help="also append tag=<sha> (and repository=, image= with --owner) to $GITHUB_OUTPUT",
+    )
     tag.add_argument("--repo", default=str(REPO_ROOT), help=argparse.SUPPRESS)
     tag.set_defaults(command="image-tag")
 

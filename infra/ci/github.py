@@ -145,6 +145,15 @@ def client_from_env(environ: dict[str, str] | None = None) -> GitHub:
     )
 
 
+def read_bodies(paths: Sequence[str]) -> str:
+    """The files joined by a blank line; missing ones are skipped (a step that never ran wrote none).
+    Raises GitHubError when none exists."""
+    texts = [Path(path).read_text(errors="replace") for path in paths if Path(path).is_file()]
+    if not texts:
+        raise GitHubError(f"--body-file: none of {', '.join(paths)} exists")
+    return "\n".join(text.rstrip() + "\n" for text in texts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """`python -m infra.ci.github comment|issue`."""
     parser = argparse.ArgumentParser(prog="python -m infra.ci.github", description=__doc__.split("\n")[0])
@@ -157,7 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (comment, issue):
         p.add_argument("--key", required=True, help="identifies the comment/issue across runs")
         p.add_argument("--title", default="", help="heading (and the issue's title)")
-        p.add_argument("--body-file", required=True, help="text to show, e.g. the pulumi output")
+        p.add_argument(
+            "--body-file",
+            required=True,
+            nargs="+",
+            help="text to show, e.g. the pulumi output; several files are joined, missing ones skipped",
+        )
     return parser
 
 
@@ -166,10 +180,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     args = build_parser().parse_args(argv)
     try:
         github = client_from_env(environ)
-        try:
-            text = Path(args.body_file).read_text(errors="replace")
-        except OSError as error:
-            raise GitHubError(f"--body-file {args.body_file}: {error.strerror}") from None
+        text = read_bodies(args.body_file)
         body = render_body(args.key, args.title or args.key, text)
         if args.command == "comment":
             url: str | None = github.upsert_comment(args.pr, args.key, body)

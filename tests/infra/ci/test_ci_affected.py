@@ -159,6 +159,23 @@ def test_image_tag_is_the_last_commit_that_changed_the_image(repo: Path) -> None
     assert image_tag(repo) == changed
 
 
+def test_image_reference_for_an_owner(
+    repo: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sha = git(repo, "rev-parse", "HEAD")
+    output = tmp_path_factory.mktemp("gh") / "output"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(output))
+    assert main(["image-tag", "--repo", str(repo), "--owner", "Spaced-Fun", "--github-output"]) == 0
+    assert capsys.readouterr().out.strip() == f"ghcr.io/spaced-fun/spaced-item-socket:{sha}"
+    assert output.read_text() == (
+        f"tag={sha}\nrepository=ghcr.io/spaced-fun/spaced-item-socket\n"
+        f"image=ghcr.io/spaced-fun/spaced-item-socket:{sha}\n"
+    )
+
+
 def test_git_errors_are_one_line(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(AffectedError, match="fetch-depth: 0"):
         changed_files("no-such-rev", "HEAD", repo)

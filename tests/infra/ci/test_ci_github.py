@@ -95,6 +95,19 @@ def test_errors_are_one_line(github, tmp_path: Path, capsys) -> None:  # type: i
     )
     assert main(["comment", "--pr", "1", "--key", "k", "--body-file", "x"], {}) == 1
     assert "set GITHUB_TOKEN and GITHUB_REPOSITORY" in capsys.readouterr().err
+    assert main(["comment", "--pr", "1", "--key", "k", "--body-file", "nope1", "nope2"], env) == 1
+    assert "ERROR (GitHubError): --body-file: none of nope1, nope2 exists" in capsys.readouterr().err
+
+
+def test_several_body_files_are_joined_and_missing_ones_skipped(github, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    env, state = github
+    drift, dns = tmp_path / "drift.txt", tmp_path / "dns.txt"
+    drift.write_text("~ 1 to update\n")
+    dns.write_text("WRONG www.spaced.fun A\n")
+    args = ["issue", "--key", "drift-dev", "--title", "Drift: dev", "--body-file"]
+    assert main([*args, str(drift), str(tmp_path / "missing.txt"), str(dns)], env) == 0
+    (issue,) = state.issues.values()
+    assert "~ 1 to update\n\nWRONG www.spaced.fun A" in issue["body"]
 
 
 def test_long_output_is_cut_to_fit() -> None:
