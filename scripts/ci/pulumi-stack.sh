@@ -12,8 +12,10 @@
 # Backend: Pulumi Cloud (PULUMI_ACCESS_TOKEN, or `pulumi login` done), or self-managed with
 # PULUMI_BACKEND_URL (s3://bucket?region=..&endpoint=.. for S3-compatible stores, file:///path) and the
 # passphrase secrets provider (PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE).
-# Images: SPACED_IMAGE_ITEM_SOCKET (e.g. ghcr.io/<owner>/spaced-item-socket@sha256:...) picks the
-# item_socket image the stack deploys; unset, infra/app_stack/environments.py's default is used.
+# Images: SPACED_IMAGE_ITEM_SOCKET (e.g. ghcr.io/<owner>/spaced-item-socket:<commit>) picks the
+# item_socket image the stack deploys. Unset, with SPACED_IMAGE_OWNER=<owner> it is this checkout's
+# image tag (`python3 -m infra.ci.affected image-tag --owner <owner>`, what the image workflow pushes);
+# with neither, infra/app_stack/environments.py's default is used.
 # DNS check: SPACED_DNS_RESOLVER (IP[:PORT]) is the server asked, default /etc/resolv.conf's.
 # Exit status: pulumi's (drift: non-zero when the cloud differs), 2 for a usage or setup problem.
 set -euo pipefail
@@ -36,6 +38,10 @@ elif [ -z "${PULUMI_ACCESS_TOKEN:-}" ] && ! pulumi whoami --non-interactive >/de
   fail NoBackend "set PULUMI_BACKEND_URL (+ PULUMI_CONFIG_PASSPHRASE) or PULUMI_ACCESS_TOKEN, or run pulumi login"
 fi
 
+if [ -z "${SPACED_IMAGE_ITEM_SOCKET:-}" ] && [ -n "${SPACED_IMAGE_OWNER:-}" ]; then
+  SPACED_IMAGE_ITEM_SOCKET=$(python3 -m infra.ci.affected image-tag --owner "$SPACED_IMAGE_OWNER")
+  export SPACED_IMAGE_ITEM_SOCKET
+fi
 mkdir -p build/ci
 log="build/ci/$operation-$stack.txt"
 outputs="build/ci/outputs-$stack.json"

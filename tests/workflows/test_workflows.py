@@ -187,7 +187,7 @@ def test_the_stack_job_has_one_deploy_group_per_stack_and_oidc() -> None:
     assert "role-to-assume" in aws["with"]
     assert "PULUMI_BACKEND_URL" in job["env"] and "PULUMI_CONFIG_PASSPHRASE" in job["env"]
     assert "scripts/ci/pulumi-stack.sh" in next(s for s in job["steps"] if s.get("id") == "pulumi")["run"]
-    assert job["env"]["SPACED_IMAGE_ITEM_SOCKET"] == "${{ inputs.image }}"
+    assert job["env"]["SPACED_IMAGE_ITEM_SOCKET"] == "${{ vars.SPACED_IMAGE_ITEM_SOCKET || inputs.image }}"
 
 
 def test_image_is_pushed_with_sbom_and_provenance() -> None:
