@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from infra.images import REPO_ROOT, build_wheels, item_socket_requirements  # noqa: E402
+from infra.images import REPO_ROOT, build_wheels, item_socket_requirements
 
 
 def write_context(context: Path, cache_dir: Path) -> list[str]:
