@@ -48,10 +48,12 @@ class Finding:
 
     @property
     def missing_values(self) -> tuple[str, ...]:
+        """Planned values the answer lacks."""
         return tuple(v for v in self.expected if v not in self.found)
 
     @property
     def extra_values(self) -> tuple[str, ...]:
+        """Answered values the plan does not have (none for an unverified record)."""
         return tuple(v for v in self.found if v not in self.expected) if self.expected else ()
 
     def as_json(self) -> dict[str, Any]:

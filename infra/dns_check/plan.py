@@ -70,6 +70,7 @@ class PlannedRecord:
 
     @property
     def pending(self) -> bool:
+        """True when the value is known only after provisioning."""
         return self.value is None
 
     def as_json(self) -> dict[str, Any]:
@@ -117,6 +118,7 @@ class Plan:
 
     @property
     def pending(self) -> tuple[PlannedRecord, ...]:
+        """The records whose value is known only after provisioning."""
         return tuple(record for record in self.records if record.pending)
 
 

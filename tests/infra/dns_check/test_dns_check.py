@@ -87,6 +87,17 @@ def test_missing_wrong_and_extra_records_are_reported(
     )
 
 
+def test_a_ttl_above_the_plan_is_reported(
+    start_dnsmasq: Callable[..., Server], capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = start_dnsmasq(CORRECT_ZONE, ttl=3600)
+    assert main(check(server.resolver, "--outputs", str(OUTPUTS_FILE), "--json")) == 1
+    findings, err = findings_of(capsys)
+    assert {f["status"] for f in findings.values()} == {"ttl"}
+    assert findings[("www.spaced.test", "A")]["detail"] == "TTL 3600 s is above the planned 300 s"
+    assert "(9 ttl)" in err
+
+
 def test_table_output_names_each_problem(
     start_dnsmasq: Callable[..., Server], capsys: pytest.CaptureFixture[str]
 ) -> None:
