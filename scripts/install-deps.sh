@@ -14,6 +14,7 @@ APT_PACKAGES=(
   iproute2 iputils-ping nftables   # network namespaces; the firewall ruleset test
   cloud-init           # `cloud-init schema` of the rendered user data
   chromium             # headless browser tests of the board page
+  dnsmasq              # a real DNS server on 127.0.0.1 for the `spaced dns check` tests
 )
 # Node.js may come from outside Debian on this machine; install Debian's only when there is none.
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
