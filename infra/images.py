@@ -633,11 +633,15 @@ def prune_dangling_command() -> list[str]:
     return ["docker", "image", "prune", "--force", "--filter", f"label={PROJECT_LABEL}=true"]
 
 
-def build_local_images(docker_host: str | None = None, progress: Progress = print) -> dict[str, str]:
-    """Build the stack's images on the engine at `docker_host` (default: local); service name -> reference.
+def build_local_images(
+    docker_host: str | None = None, progress: Progress = print, services: Sequence[str] = BUILT_SERVICES
+) -> dict[str, str]:
+    """Build `services`' images on the engine at `docker_host` (default: local); service -> reference.
 
     Unchanged images are found by tag and not rebuilt, so a warm call takes about a second.
     """
+    if not services:
+        return {}
     cache_dir = Path(os.environ.get("SPACED_CACHE_DIR", DEFAULT_CACHE_DIR))
-    results = build_images(BUILT_SERVICES, docker_host=docker_host, cache_dir=cache_dir, progress=progress)
+    results = build_images(services, docker_host=docker_host, cache_dir=cache_dir, progress=progress)
     return {result.service: result.reference for result in results}

@@ -27,6 +27,16 @@ def secret_create_command(stack: str, name: str) -> list[str]:
     return ["docker", "secret", "create", "--label", f"spaced.stack={stack}", name, "-"]
 
 
+def secret_inspect_command(names: Sequence[str]) -> list[str]:
+    """Full JSON of secrets (Spec.Name, CreatedAt; never their content, which the API does not give)."""
+    return ["docker", "secret", "inspect", *names]
+
+
+def secret_remove_command(names: Sequence[str]) -> list[str]:
+    """Remove secrets (the engine refuses those still in use)."""
+    return ["docker", "secret", "rm", *names]
+
+
 def stack_deploy_command(stack: str, compose_file: Path, *, detach_flag: bool = True) -> list[str]:
     """`docker stack deploy`; `--prune` removes services dropped from the file.
 

@@ -14,7 +14,9 @@ strings the steps together, and the `spaced` CLI (`infra.cli`) is the one place 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -254,6 +256,34 @@ def prune_old_configs(runner: DockerRunner, rendered: RenderedStack) -> None:
         runner.run(commands.config_remove_command(stale), check=False)
 
 
+def stale_secrets(secrets: Sequence[tuple[str, str]], current: Mapping[str, str]) -> list[str]:
+    """Docker secrets to remove: for each key of `current` (key -> the name now deployed), every
+    secret `<stack>_<key>_<hash>` but the current one and the newest other (the previous, kept for
+    a rollback). `secrets`: (name, created as an ISO timestamp) of the stack's secrets."""
+    stale = []
+    for name in current.values():
+        same_key = re.compile(re.escape(name.rsplit("_", 1)[0]) + r"_[0-9a-f]{12}")
+        others = sorted(
+            ((created, other) for other, created in secrets if same_key.fullmatch(other) and other != name),
+            reverse=True,
+        )
+        stale += [other for _, other in others[1:]]
+    return sorted(stale)
+
+
+def prune_old_secrets(runner: DockerRunner, stack: str, current: Mapping[str, str]) -> None:
+    """Remove the stack's secrets older than the current and previous of each key (in-use ones are
+    refused by the engine and stay)."""
+    names = runner.run(commands.secret_list_command(stack)).stdout.split()
+    if not names:
+        return
+    inspected = json.loads(runner.run(commands.secret_inspect_command(names)).stdout or "[]")
+    listed = [(s["Spec"]["Name"], s["CreatedAt"]) for s in inspected]
+    stale = stale_secrets(listed, current)
+    if stale:
+        runner.run(commands.secret_remove_command(stale), check=False)
+
+
 def deploy(
     settings: StackSettings,
     docker_host: str | None = None,
@@ -284,6 +314,7 @@ def deploy(
     runner.run(commands.stack_deploy_command(stack, compose_file, detach_flag=runner.supports_stack_detach()))
     states = wait_for_convergence(runner, stack, expected, baseline, timeout=timeout, progress=progress)
     prune_old_configs(runner, rendered)
+    prune_old_secrets(runner, stack, names)
     progress(f"stack {stack} is up: " + ", ".join(f"{s.name} {s.running}/{s.desired}" for s in states))
     return DeployResult(compose_file=compose_file, services=states, secrets_dir=secrets_dir)
 

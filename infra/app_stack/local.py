@@ -12,8 +12,9 @@ import jwt
 
 from infra.app_stack import commands
 from infra.app_stack.deploy import Progress, stack_leftovers, wait_until_gone
+from infra.app_stack.environments import local_image_ref
 from infra.app_stack.errors import PortInUseError, SwarmInactiveError
-from infra.app_stack.model import StackSettings
+from infra.app_stack.model import BUILT_SERVICES, StackSettings
 from infra.app_stack.services.item_socket import JWT_SECRET
 from infra.app_stack.stack_secrets import secrets_dir_for
 from infra.docker_cli import DockerRunner
@@ -123,13 +124,20 @@ def read_jwt_secret(environment: str, build_dir: Path | None = None) -> bytes:
     return path.read_bytes()
 
 
-def build_images(progress: Progress) -> dict[str, str]:
-    """Service -> image reference, built (or found by content tag) by `infra.images`."""
+def build_images(settings: StackSettings, progress: Progress) -> dict[str, str]:
+    """Service -> image reference, built (or found by content tag) by `infra.images`, for every
+    built service whose image is not set by a `SPACED_IMAGE_<SERVICE>` variable (those are used
+    as they are, and not built)."""
     from infra.images import build_local_images  # debootstrap and docker build: only for `up`
 
-    progress("building the images locally (infra.images.build_local_images)")
-    built = build_local_images(progress=progress)
-    return {name.replace("-", "_"): ref for name, ref in built.items()}
+    wanted = [s for s in BUILT_SERVICES if settings.images.get(s) == local_image_ref(s)]
+    for service in sorted(set(BUILT_SERVICES) - set(wanted)):
+        progress(
+            f"using {settings.images[service]} for {service} (SPACED_IMAGE_{service.upper()}); not built"
+        )
+    if wanted:
+        progress("building the images locally (infra.images.build_local_images)")
+    return build_local_images(progress=progress, services=wanted)
 
 
 def prepare_local(settings: StackSettings, runner: DockerRunner, progress: Progress) -> StackSettings:
@@ -144,7 +152,7 @@ def prepare_local(settings: StackSettings, runner: DockerRunner, progress: Progr
         progress(f"stack {settings.stack_name} is still being removed; waiting for it to go")
         wait_until_gone(runner, settings.stack_name, progress)
     check_local_ports(settings, published_ports_of_stack(runner, settings.stack_name), runner)
-    images = build_images(progress)
+    images = build_images(settings, progress)
     include_cadvisor = settings.include_cadvisor
     if include_cadvisor and not cadvisor_image_available(runner, settings.images["cadvisor"], progress):
         progress(

@@ -174,3 +174,33 @@ def test_ensure_secrets_creates_each_secret_once(swarm_manager: DockerEngine) ->
             capture_output=True,
             check=False,
         )
+
+
+def test_stale_secrets_keep_the_current_and_the_previous_of_each_key() -> None:
+    current = {"jwt": "spaced_jwt_" + "c" * 12, "users": "spaced_users_" + "1" * 12}
+    listed = [
+        ("spaced_jwt_" + "a" * 12, "2026-01-01T00:00:00Z"),
+        ("spaced_jwt_" + "b" * 12, "2026-02-01T00:00:00Z"),
+        ("spaced_jwt_" + "c" * 12, "2026-03-01T00:00:00Z"),
+        ("spaced_jwt_" + "d" * 12, "2025-12-01T00:00:00Z"),
+        ("spaced_users_" + "1" * 12, "2026-01-01T00:00:00Z"),
+        ("spaced_users_" + "0" * 12, "2025-01-01T00:00:00Z"),
+        ("spaced_jwt_extra_" + "e" * 12, "2020-01-01T00:00:00Z"),  # another key: not this one's
+    ]
+    assert d.stale_secrets(listed, current) == ["spaced_jwt_" + "a" * 12, "spaced_jwt_" + "d" * 12]
+
+
+@pytest.mark.docker
+def test_a_deploy_prunes_secrets_older_than_the_previous(swarm_manager: DockerEngine) -> None:
+    runner = docker_cli.DockerRunner()
+    stack = f"spacedtest{uuid.uuid4().hex[:8]}"
+    made: list[str] = []
+    try:
+        for _ in range(4):  # four rotations of one key, oldest first
+            names = s.ensure_secrets(runner, stack, {"jwt": uuid.uuid4().hex.encode()}, lambda _: None)
+            made.append(names["jwt"])
+        d.prune_old_secrets(runner, stack, {"jwt": made[-1]})
+        left = sorted(runner.run(c.secret_list_command(stack)).stdout.split())
+        assert left == sorted(made[-2:]), left
+    finally:
+        subprocess.run(["docker", "secret", "rm", *made], capture_output=True, check=False, timeout=60)

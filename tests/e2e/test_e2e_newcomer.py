@@ -5,8 +5,13 @@ These leave the stack up again (redeployed with the same ports and secrets) for 
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
+from infra.app_stack.environments import settings_for_environment
+from infra.app_stack.local import prepare_local
+from infra.docker_cli import DockerRunner
 from tests.support import docker, http_get, wait_until
 
 from .conftest import STACK, LocalStack, spaced
@@ -49,3 +54,20 @@ def test_up_during_a_removal_waits_for_the_old_stack_and_says_so(local_stack: Lo
     assert up.returncode == 0, f"{up.stdout}\n{up.stderr}"
     assert f"stack {STACK} is still being removed" in up.stdout
     wait_until(lambda: http_get(local_stack.url + "/")[0] == 200, 60, "the page after up")
+
+
+def test_up_uses_an_image_set_by_spaced_image_variables_instead_of_building_it(
+    local_stack: LocalStack,
+) -> None:
+    override = f"spaced-e2e/nginx-override:{uuid.uuid4().hex[:8]}"
+    docker("tag", local_stack.images["nginx"], override)
+    try:
+        env = {**local_stack.environment(), "SPACED_IMAGE_NGINX": override}
+        settings = settings_for_environment("local", env=env)
+        messages: list[str] = []
+        prepared = prepare_local(settings, DockerRunner(), messages.append)
+        assert prepared.images["nginx"] == override
+        assert prepared.images["item_socket"] == local_stack.images["item_socket"], "the others are built"
+        assert any("SPACED_IMAGE_NGINX" in m and "not built" in m for m in messages), messages
+    finally:
+        docker("rmi", override, check=False)
