@@ -603,6 +603,9 @@ def build_images(
         "socket_proxy": lambda base: build_from_recipe(
             docker, base, progress, service="socket_proxy", recipe="docker-socket-proxy"
         ),
+        "alertmanager": lambda base: build_from_recipe(
+            docker, base, progress, service="alertmanager", recipe="alertmanager"
+        ),
     }
     with cache_lock(cache_dir):
         base = ensure_base_image(docker, cache_dir, progress)

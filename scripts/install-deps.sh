@@ -9,6 +9,7 @@ APT_PACKAGES=(
   docker.io            # the local Docker engine (swarm mode) for the stack and its end-to-end tests
   nginx                # `nginx -t` of the rendered config, and the nginx image
   prometheus           # promtool, and the prometheus image
+  prometheus-alertmanager   # amtool check-config of the rendered Alertmanager config
   wireguard-tools wireguard-go   # the mesh test in network namespaces
   debootstrap          # base images without a registry
   iproute2 iputils-ping nftables   # network namespaces; the firewall ruleset test

@@ -6,6 +6,8 @@ Switches (environment variables, each also a CLI flag of `spaced`):
 - `SPACED_PROMETHEUS_PORT` (default 9090; `0` = not published): local host port of Prometheus.
 - `SPACED_REGISTRY`, `SPACED_IMAGE_TAG`: where the cloud pulls the images built by `infra.images`.
 - `SPACED_IMAGE_<SERVICE>` (e.g. `SPACED_IMAGE_ITEM_SOCKET`): one image reference, any environment.
+- `SPACED_SECRET_<KEY>`: the content of a provided Docker secret (alert receivers' credentials).
+- `SPACED_ALERT_TEST_TIMING=1`: test only; alert rules fire after 10 s, Alertmanager flushes at once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from infra.app_stack.alerting import Alerting, parse_alerting
 from infra.app_stack.model import (
     BUILT_SERVICES,
     CADVISOR_IMAGE,
@@ -62,8 +65,8 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
         raise StackSettingsError(f"{name}: {raw!r} is not a port number") from None
 
 
-def read_topology(environment: str, stacks_dir: Path = STACKS_DIR) -> dict[str, Any]:
-    """The `spaced:topology` mapping of stacks/Pulumi.<env>.yaml (only its plain keys are used here)."""
+def read_stack_config(environment: str, stacks_dir: Path = STACKS_DIR) -> dict[str, Any]:
+    """The `config` mapping of stacks/Pulumi.<env>.yaml; raises StackSettingsError naming the file."""
     path = stacks_dir / f"Pulumi.{environment}.yaml"
     if not path.is_file():
         known = sorted(
@@ -77,10 +80,27 @@ def read_topology(environment: str, stacks_dir: Path = STACKS_DIR) -> dict[str, 
         document = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise StackSettingsError(f"{path}: not valid YAML: {exc}") from None
-    topology = (document.get("config") or {}).get("spaced:topology")
+    config = document.get("config") or {}
+    if not isinstance(config, dict):
+        raise StackSettingsError(f"{path}: config: not a mapping")
+    return config
+
+
+def read_topology(environment: str, stacks_dir: Path = STACKS_DIR) -> dict[str, Any]:
+    """The `spaced:topology` mapping of stacks/Pulumi.<env>.yaml (only its plain keys are used here)."""
+    topology = read_stack_config(environment, stacks_dir).get("spaced:topology")
     if not isinstance(topology, dict):
+        path = stacks_dir / f"Pulumi.{environment}.yaml"
         raise StackSettingsError(f"{path}: config/spaced:topology: missing or not a mapping")
     return topology
+
+
+def read_alerting(environment: str, stacks_dir: Path = STACKS_DIR) -> Alerting:
+    """`spaced:alerting` of stacks/Pulumi.<env>.yaml, validated (no file or no section: no receivers)."""
+    if not (stacks_dir / f"Pulumi.{environment}.yaml").is_file():
+        return Alerting()
+    raw = read_stack_config(environment, stacks_dir).get("spaced:alerting")
+    return parse_alerting(raw, f"stacks/Pulumi.{environment}.yaml: spaced:alerting")
 
 
 def settings_for_environment(
@@ -109,6 +129,8 @@ def settings_for_environment(
             http_port=http_port if http_port is not None else _port(env, "SPACED_HTTP_PORT", 8080),
             prometheus_port=prometheus_port or None,
             include_cadvisor=include_cadvisor,
+            alerting=read_alerting(environment, stacks_dir),
+            alert_test_timing=env.get("SPACED_ALERT_TEST_TIMING", "").lower() in TRUTHY,
         )
     elif domain is not None and acme_email is not None:
         settings = StackSettings(
@@ -118,6 +140,7 @@ def settings_for_environment(
             acme_email=acme_email,
             prometheus_port=None,
             include_cadvisor=include_cadvisor,
+            alerting=read_alerting(environment, stacks_dir),
         )
     else:
         raw = read_topology(environment, stacks_dir)
@@ -138,6 +161,7 @@ def settings_for_environment(
             env=env,
             domain=domain,
             acme_email=acme_email,
+            alerting=read_alerting(environment, stacks_dir),
         )
     settings.validate()
     return settings
@@ -151,6 +175,7 @@ def settings_for_topology(
     env: Mapping[str, str] | None = None,
     domain: str | None = None,
     acme_email: str | None = None,
+    alerting: Alerting | None = None,
 ) -> StackSettings:
     """Validated settings of a cloud environment from its already loaded topology (what the Pulumi
     program hands the AppStack component: the stack file is read and validated once).
@@ -170,6 +195,8 @@ def settings_for_topology(
         acme_email=acme_email,
         prometheus_port=None,
         include_cadvisor=include_cadvisor,
+        alerting=alerting or Alerting(),
+        alert_test_timing=env.get("SPACED_ALERT_TEST_TIMING", "").lower() in TRUTHY,
     )
     settings.validate()
     return settings

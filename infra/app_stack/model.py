@@ -14,13 +14,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from infra.app_stack.alerting import Alerting
 from infra.errors import SpacedError
 
 STACK_NAME = "spaced"
 LOCAL_ENVIRONMENT = "local"
 
 # The services whose images `infra.images.build_local_images` builds (cAdvisor is always pulled).
-BUILT_SERVICES = ("item_socket", "traefik", "nginx", "prometheus", "node_exporter", "socket_proxy")
+BUILT_SERVICES = (
+    "item_socket",
+    "traefik",
+    "nginx",
+    "prometheus",
+    "node_exporter",
+    "socket_proxy",
+    "alertmanager",
+)
 CADVISOR_IMAGE = "gcr.io/cadvisor/cadvisor:v0.49.1"
 
 
@@ -58,18 +67,26 @@ class StackSettings:
     item_socket_replicas: int = 1
     item_socket_drain_seconds: int = 20
     """How long item_socket drains connections on SIGTERM; the stop grace period adds a margin."""
+    alerting: Alerting = field(default_factory=Alerting)
+    """Where Alertmanager sends alerts (`spaced:alerting` of the stack file); none = nowhere."""
+    alert_test_timing: bool = False
+    """Test only (SPACED_ALERT_TEST_TIMING=1): alert rules fire after 10 s and Alertmanager flushes
+    within seconds, so an end-to-end test sees an alert and its resolution in about a minute."""
 
     def to_json(self) -> str:
         """The settings as one JSON object (what the Pulumi component hands the deploy command)."""
-        return json.dumps({**dataclasses.asdict(self), "images": dict(self.images)}, sort_keys=True)
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields |= {"images": dict(self.images), "alerting": self.alerting.model_dump(by_alias=True)}
+        return json.dumps(fields, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> StackSettings:
         """Settings from `to_json`'s output, validated; raises StackSettingsError on anything else."""
         try:
             fields = json.loads(text)
+            fields["alerting"] = Alerting.model_validate(fields.get("alerting") or {})
             settings = cls(**fields)
-        except (ValueError, TypeError) as error:
+        except (ValueError, TypeError, AttributeError) as error:
             raise StackSettingsError(f"stack settings JSON: {error}") from None
         settings.validate()
         return settings
@@ -127,10 +144,18 @@ class ConfigFile:
 
 @dataclass(frozen=True)
 class SecretSpec:
-    """A Docker secret the stack needs; its content is generated at deploy time, never rendered."""
+    """A Docker secret the stack needs; its content is made or read at deploy time, never rendered."""
 
     key: str
     description: str
+    provided: bool = False
+    """True: an operator's credential, read from `SPACED_SECRET_<KEY>` on the deploying machine (see
+    `secret_env_name`); False: generated once by the deploy and kept under build/<env>/secrets/."""
+
+    @property
+    def env_name(self) -> str:
+        """The environment variable a provided secret's content comes from."""
+        return f"SPACED_SECRET_{self.key.upper()}"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from infra.app_stack import commands
 from infra.app_stack.environments import REPO_ROOT
-from infra.app_stack.model import SecretSpec, content_hash
+from infra.app_stack.model import SecretSpec, StackSettingsError, content_hash
 from infra.app_stack.services.item_socket import JWT_SECRET
 from infra.app_stack.services.traefik import DASHBOARD_USERS
 from infra.docker_cli import DockerRunner
@@ -52,9 +52,25 @@ def secrets_dir_for(environment: str, build_dir: Path = BUILD_DIR) -> Path:
 def local_secret_contents(
     specs: Sequence[SecretSpec], secrets_dir: Path, env: Mapping[str, str]
 ) -> dict[str, bytes]:
-    """Each secret's content: read from `secrets_dir`, generated there on first use."""
+    """Each secret's content: a provided one from its environment variable, a generated one read
+    from `secrets_dir` (generated there on first use).
+
+    Raises StackSettingsError naming the variable of a provided secret that is not set.
+    """
     contents = {}
+    missing = [spec for spec in specs if spec.provided and not env.get(spec.env_name)]
+    if missing:
+        raise StackSettingsError(
+            "; ".join(
+                f"{spec.description}: set {spec.env_name} (in the cloud: pulumi config set --secret "
+                f"spaced:{spec.key.replace('_', '-')} <value>)"
+                for spec in missing
+            )
+        )
     for spec in specs:
+        if spec.provided:
+            contents[spec.key] = env[spec.env_name].encode()
+            continue
         path = secrets_dir / spec.key
         if not path.is_file():
             _write_private(path, generate_secret(spec.key, secrets_dir, env))

@@ -15,7 +15,16 @@ from infra.app_stack.render import render_stack, write_stack
 from infra.app_stack.services.nginx import OTHER_SERVICES_PATHS, render_nginx_conf
 from infra.app_stack.services.traefik import static_config
 
-EVERY_SERVICE = {"traefik", "socket_proxy", "nginx", "item_socket", "prometheus", "node_exporter", "cadvisor"}
+EVERY_SERVICE = {
+    "traefik",
+    "socket_proxy",
+    "nginx",
+    "item_socket",
+    "prometheus",
+    "alertmanager",
+    "node_exporter",
+    "cadvisor",
+}
 
 
 def _services(settings: StackSettings) -> dict[str, dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from infra.app_stack.model import ServiceBundle, StackSettings
+from infra.app_stack.services.alertmanager import alertmanager
 from infra.app_stack.services.cadvisor import cadvisor
 from infra.app_stack.services.item_socket import item_socket
 from infra.app_stack.services.nginx import nginx
@@ -20,6 +21,7 @@ SERVICES: dict[str, Callable[[StackSettings], ServiceBundle]] = {
     "nginx": nginx,
     "item_socket": item_socket,
     "prometheus": prometheus,
+    "alertmanager": alertmanager,
     "node_exporter": node_exporter,
     "cadvisor": cadvisor,
 }

@@ -34,6 +34,11 @@ DATA_VOLUME = "prometheus_data"
 PORT = 9090
 NODE_EXPORTER_PORT = 9100
 CADVISOR_PORT = 8080
+ALERTMANAGER_PORT = 9093
+STARTUP_GRACE_SECONDS = 120
+"""How long after Prometheus starts an absence may count: discovery and first scrapes are due."""
+TEST_FOR = "10s"
+"""Every rule's `for:` under `alert_test_timing` (end-to-end tests of the delivery only)."""
 SCRAPE_INTERVAL_SECONDS = 15
 """Every job's scrape interval; the alert rules count on it to tell a full window of samples."""
 
@@ -71,6 +76,10 @@ def prometheus_config(settings: StackSettings) -> dict[str, Any]:
             "external_labels": {"environment": settings.environment},
         },
         "rule_files": [RULES_RELATIVE_PATH],
+        # Alertmanager's task, found like the scrape targets (a rescheduled task is picked up).
+        "alerting": {
+            "alertmanagers": [{"dns_sd_configs": [_tasks(settings, "alertmanager", ALERTMANAGER_PORT)]}]
+        },
         "scrape_configs": jobs,
     }
 
@@ -122,6 +131,8 @@ def alert_rules(settings: StackSettings) -> dict[str, Any]:
     full; a task as down only after several failed scrapes; item_socket's absence only once
     Prometheus has had time to discover and scrape it.
     """
+    grace = 0 if settings.alert_test_timing else STARTUP_GRACE_SECONDS
+    started_long_enough = f'(time() - process_start_time_seconds{{job="prometheus"}} > {grace})'
     host = [
         _alert(
             "HostCpuHigh",
@@ -173,8 +184,7 @@ def alert_rules(settings: StackSettings) -> dict[str, Any]:
             # None discovered, or none answering (a crash loop starts new tasks under new addresses,
             # which ItemSocketDown never sees for long). Only once this Prometheus has run for 2
             # minutes: right after it starts, discovery (DNS every 15 s) and the first scrape are due.
-            'absent(up{job="item_socket"} == 1)'
-            ' and on () (time() - process_start_time_seconds{job="prometheus"} > 120)',
+            f'absent(up{{job="item_socket"}} == 1) and on () {started_long_enough}',
             "2m",
             "critical",
             "No item_socket task answers /metrics (none discovered, or all down)",
@@ -210,8 +220,7 @@ def alert_rules(settings: StackSettings) -> dict[str, Any]:
         *(
             _alert(
                 "ScrapeJobMissing",
-                f'absent(up{{job="{job}"}} == 1)'
-                ' and on () (time() - process_start_time_seconds{job="prometheus"} > 120)',
+                f'absent(up{{job="{job}"}} == 1) and on () {started_long_enough}',
                 "3m",
                 "critical",
                 f"No {job} target answers its scrape (none discovered, or all down)",
@@ -250,6 +259,10 @@ def alert_rules(settings: StackSettings) -> dict[str, Any]:
             ),
         ]
         groups.append({"name": "containers", "rules": containers})
+    if settings.alert_test_timing:
+        for group in groups:
+            for rule in group["rules"]:
+                rule["for"] = TEST_FOR
     return {"groups": groups}
 
 
