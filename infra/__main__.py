@@ -30,33 +30,43 @@ from infra.components.swarm import Swarm, SwarmArgs  # noqa: E402
 from infra.dns import create_records  # noqa: E402
 from infra.host import Host  # noqa: E402
 from infra.plans.dns import DnsRecord  # noqa: E402
-from infra.plans.mesh import allocate_mesh_addresses  # noqa: E402
 from infra.plans.records import plan_records  # noqa: E402
 from infra.providers import ProvisionContext, provision_all  # noqa: E402
 from infra.topology import Topology, TopologyError  # noqa: E402
 
 
-def export_outputs(topology: Topology, hosts: Sequence[Host], records: Sequence[DnsRecord],
-                   swarm: Swarm | None, app: AppStack) -> None:
+def export_outputs(
+    topology: Topology,
+    hosts: Sequence[Host],
+    records: Sequence[DnsRecord],
+    swarm: Swarm | None,
+    app: AppStack,
+) -> None:
     """Stack outputs: where every host is, the DNS names, the swarm manager and the public URLs."""
     pulumi.export("environment", topology.environment)
-    pulumi.export("hosts", {
-        host.name: {
-            "provider": host.provider,
-            "region": host.region,
-            "public_ipv4": host.public_ipv4,
-            "public_ipv6": host.public_ipv6,
-            "mesh_ip": host.mesh_ip,
-            "manager": host.manager,
-            "edge": host.edge,
-            "dns": [topology.fqdn(name) for name in topology.node(host.name).dns],
-        }
-        for host in hosts
-    })
-    pulumi.export("dns_records", [
-        {"name": record.fqdn, "type": record.type, "value": record.value, "ttl": record.ttl}
-        for record in records
-    ])
+    pulumi.export(
+        "hosts",
+        {
+            host.name: {
+                "provider": host.provider,
+                "region": host.region,
+                "public_ipv4": host.public_ipv4,
+                "public_ipv6": host.public_ipv6,
+                "mesh_ip": host.mesh_ip,
+                "manager": host.manager,
+                "edge": host.edge,
+                "dns": [topology.fqdn(name) for name in topology.node(host.name).dns],
+            }
+            for host in hosts
+        },
+    )
+    pulumi.export(
+        "dns_records",
+        [
+            {"name": record.fqdn, "type": record.type, "value": record.value, "ttl": record.ttl}
+            for record in records
+        ],
+    )
     if swarm is not None:
         pulumi.export("swarm_manager", swarm.manager_ip)
         pulumi.export("docker_host", swarm.docker_host)
@@ -68,31 +78,58 @@ def export_outputs(topology: Topology, hosts: Sequence[Host], records: Sequence[
 def deploy_cloud(topology: Topology, ssh_private_key: pulumi.Output[str]) -> None:
     """Servers, firewalls, DNS, mesh, swarm and the application stack on it."""
     assert topology.ssh is not None and topology.domain is not None  # load_topology guarantees both
-    nodes = topology.nodes
-    mesh_ips = allocate_mesh_addresses([node.name for node in nodes], topology.mesh.cidr,
-                                       {node.name: node.mesh_ip for node in nodes if node.mesh_ip})
-    ctx = ProvisionContext(environment=topology.environment, ssh_user=topology.ssh.user,
-                           ssh_public_key=topology.ssh.public_key, ssh_private_key=ssh_private_key,
-                           mesh_ips=mesh_ips)
-    hosts = provision_all(nodes, ctx, topology.admin_ssh_cidrs, topology.mesh.listen_port)
+    ctx = ProvisionContext(
+        environment=topology.environment,
+        ssh_user=topology.ssh.user,
+        ssh_public_key=topology.ssh.public_key,
+        ssh_private_key=ssh_private_key,
+        mesh_ips=topology.mesh_addresses(),
+        admin_ssh_cidrs=topology.admin_ssh_cidrs,
+    )
+    hosts = provision_all(topology.nodes, ctx, topology.mesh.listen_port)
     records = plan_records(topology, {host.name: host for host in hosts})
-    dns_resources = create_records(topology.dns.provider, topology.domain, records,
-                                   adopt_existing=topology.dns.adopt_existing)
-    mesh = Mesh("mesh", MeshArgs(hosts=hosts, listen_port=topology.mesh.listen_port, cidr=topology.mesh.cidr,
-                                 ssh_private_key=ssh_private_key),
-                opts=pulumi.ResourceOptions(depends_on=[r for host in hosts for r in host.resources]))
-    swarm = Swarm("swarm", SwarmArgs(hosts=hosts, ssh_private_key=ssh_private_key),
-                  opts=pulumi.ResourceOptions(depends_on=[mesh]))
-    app = AppStack("app", AppStackArgs(environment=topology.environment, docker_host=swarm.docker_host,
-                                       domain=topology.site_domain, acme_email=topology.acme_email),
-                   opts=pulumi.ResourceOptions(depends_on=[swarm, *dns_resources]))
+    dns_resources = create_records(
+        topology.dns.provider, topology.domain, records, adopt_existing=topology.dns.adopt_existing
+    )
+    mesh = Mesh(
+        "mesh",
+        MeshArgs(
+            hosts=hosts,
+            listen_port=topology.mesh.listen_port,
+            cidr=topology.mesh.cidr,
+            ssh_private_key=ssh_private_key,
+        ),
+        opts=pulumi.ResourceOptions(depends_on=[r for host in hosts for r in host.resources]),
+    )
+    swarm = Swarm(
+        "swarm",
+        SwarmArgs(hosts=hosts, ssh_private_key=ssh_private_key),
+        opts=pulumi.ResourceOptions(depends_on=[mesh]),
+    )
+    app = AppStack(
+        "app",
+        AppStackArgs(
+            environment=topology.environment,
+            docker_host=swarm.docker_host,
+            domain=topology.site_domain,
+            acme_email=topology.acme_email,
+        ),
+        opts=pulumi.ResourceOptions(depends_on=[swarm, *dns_resources]),
+    )
     export_outputs(topology, hosts, records, swarm, app)
 
 
 def deploy_local(topology: Topology) -> None:
     """The application stack on the local Docker engine; no servers, no DNS."""
-    app = AppStack("app", AppStackArgs(environment=topology.environment, docker_host=None,
-                                       domain=topology.domain, acme_email=topology.acme_email))
+    app = AppStack(
+        "app",
+        AppStackArgs(
+            environment=topology.environment,
+            docker_host=None,
+            domain=topology.domain,
+            acme_email=topology.acme_email,
+        ),
+    )
     export_outputs(topology, [], [], None, app)
 
 

@@ -11,7 +11,7 @@ plain strings. Plans therefore take plain values and the Pulumi layer calls them
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -31,3 +31,7 @@ class Host:
     labels: Mapping[str, str] = field(default_factory=dict)
     # Resources a later step must wait for (the server, its firewall, its address): `depends_on` targets.
     resources: Sequence[Any] = field(default_factory=tuple)
+
+    def with_resources(self, *more: Any) -> Host:
+        """This host with `more` added to the resources later steps wait for."""
+        return replace(self, resources=(*self.resources, *more))

@@ -35,6 +35,29 @@ def host_cidr(address: str) -> str:
     return f"{address}/128" if ":" in address else f"{address}/32"
 
 
+def public_rules(edge: bool, admin_ssh_cidrs: Sequence[str]) -> list[FirewallRule]:
+    """The rules a node needs from the start, known before any server exists: SSH from the admin
+    ranges, and 80/443 from anywhere on edge nodes. ValueError when `admin_ssh_cidrs` is empty."""
+    if not admin_ssh_cidrs:
+        raise ValueError("admin_ssh_cidrs is empty: SSH would be open to nobody (or, worse, everybody)")
+    rules = [FirewallRule("tcp", SSH_PORT, tuple(admin_ssh_cidrs), "SSH from the admin ranges")]
+    if edge:
+        for port in WEB_PORTS:
+            rules.append(
+                FirewallRule("tcp", port, (ANYWHERE_V4, ANYWHERE_V6), f"web {port} on the edge node")
+            )
+    return rules
+
+
+def peer_rules(
+    host: Host, all_hosts: Sequence[Host], mesh_port: int, *, to_cidr: Callable[[Any], Any] = host_cidr
+) -> list[FirewallRule]:
+    """The rules that need every other node's public address: WireGuard from the other nodes
+    (empty for a single node). `to_cidr` as for `plan_firewall`."""
+    peers = tuple(to_cidr(peer.public_ipv4) for peer in all_hosts if peer.name != host.name)
+    return [FirewallRule("udp", mesh_port, peers, "WireGuard from the other nodes")] if peers else []
+
+
 def plan_firewall(
     host: Host,
     all_hosts: Sequence[Host],
@@ -43,22 +66,15 @@ def plan_firewall(
     *,
     to_cidr: Callable[[Any], Any] = host_cidr,
 ) -> list[FirewallRule]:
-    """The inbound rules of `host`.
+    """The inbound rules of `host`: `public_rules` followed by `peer_rules`.
 
     `to_cidr` turns a peer's public address into a single-address CIDR; the Pulumi layer passes a
     function that does it inside `Output.apply`, tests use the default on plain strings.
     """
-    if not admin_ssh_cidrs:
-        raise ValueError("admin_ssh_cidrs is empty: SSH would be open to nobody (or, worse, everybody)")
-    rules = [FirewallRule("tcp", SSH_PORT, tuple(admin_ssh_cidrs), "SSH from the admin ranges")]
-    if host.edge:
-        for port in WEB_PORTS:
-            rules.append(
-                FirewallRule("tcp", port, (ANYWHERE_V4, ANYWHERE_V6), f"web {port} on the edge node"))
-    peers = tuple(to_cidr(peer.public_ipv4) for peer in all_hosts if peer.name != host.name)
-    if peers:
-        rules.append(FirewallRule("udp", mesh_port, peers, "WireGuard from the other nodes"))
-    return rules
+    return [
+        *public_rules(host.edge, admin_ssh_cidrs),
+        *peer_rules(host, all_hosts, mesh_port, to_cidr=to_cidr),
+    ]
 
 
 def split_families(sources: Sequence[Any]) -> tuple[list[Any], list[Any]]:
@@ -96,12 +112,16 @@ def nftables_script(rules: Sequence[FirewallRule], mesh_interface: str = "wg0") 
             if not sources:
                 continue
             if ANYWHERE_V4 in sources or ANYWHERE_V6 in sources:
-                lines.append(f"    meta nfproto {'ipv4' if family == 'ip' else 'ipv6'} "
-                             f'{rule.protocol} dport {rule.port} accept comment "{rule.description}"')
+                lines.append(
+                    f"    meta nfproto {'ipv4' if family == 'ip' else 'ipv6'} "
+                    f'{rule.protocol} dport {rule.port} accept comment "{rule.description}"'
+                )
             else:
                 joined = ", ".join(str(s) for s in sources)
-                lines.append(f"    {family} saddr {{ {joined} }} {rule.protocol} dport {rule.port} accept "
-                             f'comment "{rule.description}"')
+                lines.append(
+                    f"    {family} saddr {{ {joined} }} {rule.protocol} dport {rule.port} accept "
+                    f'comment "{rule.description}"'
+                )
     lines += ["  }", "}"]
     return "\n".join(lines) + "\n"
 

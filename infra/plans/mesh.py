@@ -16,7 +16,7 @@ import ipaddress
 import json
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -37,91 +37,6 @@ _WG_QUICK_ONLY_KEYS = frozenset(
 
 class MeshError(ValueError):
     """A mesh plan input is invalid (addresses, keys, peers or ports)."""
-
-
-# --- addresses ---------------------------------------------------------------------------------
-
-
-def _mesh_network(cidr: str) -> ipaddress.IPv4Network:
-    try:
-        network = ipaddress.ip_network(cidr, strict=True)
-    except ValueError as error:
-        raise MeshError(
-            f"mesh.cidr {cidr!r} is not a network range ({error}); write it like 10.210.0.0/24"
-        ) from None
-    if not isinstance(network, ipaddress.IPv4Network):
-        raise MeshError(f"mesh.cidr {cidr!r} is IPv6; the mesh uses an IPv4 range such as 10.210.0.0/24")
-    if network.prefixlen > 30:
-        raise MeshError(f"mesh.cidr {cidr!r} is too small for a mesh; use at least a /30 (better a /24)")
-    return network
-
-
-def _usable_count(network: ipaddress.IPv4Network) -> int:
-    return network.num_addresses - 2  # the network and broadcast addresses are never handed out
-
-
-def allocate_mesh_addresses(
-    node_names: Sequence[str], cidr: str, pinned: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """Give every node a mesh address in `cidr`, keyed by node name in the order given.
-
-    Stable without stored state: an unpinned node's address is picked from a hash of its name
-    (linear probing on collision, names taken in sorted order), so adding or removing other
-    nodes does not move it unless their hashes collide. `pinned` fixes addresses outright
-    (for example to keep an address a running swarm already advertises); pins are checked to be
-    inside the range, usable and unique.
-    """
-    pinned = dict(pinned or {})
-    network = _mesh_network(cidr)
-    names = list(node_names)
-    seen: set[str] = set()
-    for name in names:
-        if not isinstance(name, str) or not _NODE_NAME.match(name):
-            raise MeshError(
-                f"mesh node name {name!r} is not valid: use letters, digits, '.', '_' or '-' (max 63)"
-            )
-        if name in seen:
-            raise MeshError(f"mesh node name {name!r} appears twice; node names must be unique")
-        seen.add(name)
-    usable = _usable_count(network)
-    if len(names) > usable:
-        needed_prefix = 32 - max(2, (len(names) + 1).bit_length())
-        raise MeshError(
-            f"mesh.cidr {cidr} has {usable} usable addresses but there are {len(names)} nodes; "
-            f"use a larger range (at least a /{needed_prefix})"
-        )
-
-    taken: dict[ipaddress.IPv4Address, str] = {}
-    addresses: dict[str, ipaddress.IPv4Address] = {}
-    for name, raw in sorted(pinned.items()):
-        if name not in seen:
-            raise MeshError(f"mesh pin for {name!r} names no node; nodes are: {', '.join(names) or '(none)'}")
-        try:
-            address = ipaddress.IPv4Address(raw)
-        except ValueError:
-            raise MeshError(f"mesh pin for {name!r}: {raw!r} is not an IPv4 address") from None
-        if address not in network:
-            raise MeshError(f"mesh pin for {name!r}: {address} is outside mesh.cidr {cidr}")
-        if address in (network.network_address, network.broadcast_address):
-            raise MeshError(
-                f"mesh pin for {name!r}: {address} is the network or broadcast address of {cidr}; "
-                "pick a host address"
-            )
-        if address in taken:
-            raise MeshError(f"mesh pin for {name!r}: {address} is already pinned for {taken[address]!r}")
-        taken[address] = name
-        addresses[name] = address
-
-    first_host = int(network.network_address) + 1
-    for name in sorted(n for n in names if n not in addresses):
-        slot = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % usable
-        for probe in range(usable):
-            candidate = ipaddress.IPv4Address(first_host + (slot + probe) % usable)
-            if candidate not in taken:
-                taken[candidate] = name
-                addresses[name] = candidate
-                break
-    return {name: str(addresses[name]) for name in names}
 
 
 # --- keys --------------------------------------------------------------------------------------
@@ -181,15 +96,10 @@ def _endpoint(peer: MeshPeer, listen_port: int) -> str:
     return f"{host}:{listen_port}"
 
 
-def _check_peer(peer: MeshPeer, network: ipaddress.IPv4Network) -> None:
+def _check_peer(peer: MeshPeer) -> None:
+    # Mesh addresses are checked once, by the topology model (infra.topology), which allocates them.
     if not _NODE_NAME.match(peer.name):
         raise MeshError(f"mesh peer name {peer.name!r} is not valid: use letters, digits, '.', '_' or '-'")
-    try:
-        address = ipaddress.IPv4Address(peer.mesh_ip)
-    except ValueError:
-        raise MeshError(f"mesh peer {peer.name!r}: mesh_ip {peer.mesh_ip!r} is not an IPv4 address") from None
-    if address not in network:
-        raise MeshError(f"mesh peer {peer.name!r}: mesh_ip {address} is outside the mesh range {network}")
     _decode_key(peer.public_key, f"the public key of mesh peer {peer.name!r}")
 
 
@@ -204,18 +114,17 @@ def render_wireguard_config(
     """
     if not 1 <= listen_port <= 65535:
         raise MeshError(f"mesh.listen_port {listen_port} is not a UDP port (1-65535)")
-    network = _mesh_network(mesh_cidr)
-    _check_peer(node, network)
+    prefix_length = ipaddress.IPv4Network(mesh_cidr).prefixlen  # validated by the topology
+    _check_peer(node)
     if public_key_from_private(private_key) != node.public_key:
         raise MeshError(f"mesh node {node.name!r}: its private key does not match its public key")
 
     others = [peer for peer in peers if peer.name != node.name]
-    names, ips, keys = {node.name}, {node.mesh_ip}, {node.public_key}
+    names, keys = {node.name}, {node.public_key}
     for peer in others:
-        _check_peer(peer, network)
+        _check_peer(peer)
         for value, used, what in (
             (peer.name, names, "name"),
-            (peer.mesh_ip, ips, "mesh_ip"),
             (peer.public_key, keys, "public key"),
         ):
             if value in used:
@@ -225,7 +134,7 @@ def render_wireguard_config(
     lines = [
         f"# WireGuard mesh: node {node.name} (managed by Pulumi, spaced:mesh; edits are overwritten)",
         "[Interface]",
-        f"Address = {node.mesh_ip}/{network.prefixlen}",
+        f"Address = {node.mesh_ip}/{prefix_length}",
         f"ListenPort = {listen_port}",
         f"PrivateKey = {private_key.strip()}",
     ]

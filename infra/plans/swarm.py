@@ -16,7 +16,6 @@ and drain scripts take; the remove script, which runs after the node left, finds
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 import shlex
@@ -102,23 +101,16 @@ def plan_swarm(hosts: Sequence[Host]) -> SwarmPlan:
     if not hosts:
         raise SwarmPlanError("nodes: a swarm needs at least one node")
     names: set[str] = set()
-    addresses: set[str] = set()
     nodes: list[SwarmNode] = []
     acme_host = next((host for host in hosts if host.edge and host.manager), None)
     for host in hosts:
         if host.name in names:
             raise SwarmPlanError(f"nodes[{host.name}]: the name is used twice; node names must be unique")
         names.add(host.name)
-        try:
-            mesh_ip = str(ipaddress.IPv4Address(host.mesh_ip))
-        except ValueError:
-            raise SwarmPlanError(
-                f"nodes[{host.name}].mesh_ip: {host.mesh_ip!r} is not an IPv4 address from the mesh range"
-            ) from None
-        if mesh_ip in addresses:
-            raise SwarmPlanError(f"nodes[{host.name}].mesh_ip: {mesh_ip} is already another node's address")
-        addresses.add(mesh_ip)
-        nodes.append(SwarmNode(host.name, mesh_ip, host.manager, node_labels(host, acme=host is acme_host)))
+        # Mesh addresses were allocated and checked by the topology model (infra.topology).
+        nodes.append(
+            SwarmNode(host.name, host.mesh_ip, host.manager, node_labels(host, acme=host is acme_host))
+        )
     managers = [node for node in nodes if node.manager]
     if not managers:
         raise SwarmPlanError(

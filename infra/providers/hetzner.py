@@ -1,29 +1,62 @@
-"""Hetzner Cloud (pulumi_hcloud): a server with IPv4+IPv6 and a Hetzner firewall attached to it."""
+"""Hetzner Cloud (pulumi_hcloud): a server with IPv4+IPv6, firewalled from its first boot.
+
+The server is created with a firewall holding its public rules (SSH, web on edge nodes) in
+`firewall_ids`, so it is never reachable unfiltered; the WireGuard rule, which needs the other
+nodes' addresses, is a second firewall attached once every server exists (Hetzner applies every
+firewall attached to a server). That is the hcloud provider's documented way to use servers'
+addresses in firewall rules without a window of exposure (terraform-provider-hcloud PR #500).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_hcloud as hcloud
 
-from infra.host import Host
 from infra.plans.cloud_init import cloud_config
-from infra.plans.firewall import FirewallRule
-from infra.providers.base import ProvisionContext, build_host, protect_server, provision_server
+from infra.plans.firewall import FirewallRule, public_rules
+from infra.providers.base import ProvisionContext, build_host
 from infra.topology import HetznerNode
 
 
-class HetznerServer(pulumi.ComponentResource):
-    """One Hetzner Cloud server and, in pass two, its firewall."""
+def firewall_rules(rules: Sequence[FirewallRule]) -> list[hcloud.FirewallRuleArgs]:
+    """Hetzner inbound rules, one per plan rule (sources may be Outputs)."""
+    return [
+        hcloud.FirewallRuleArgs(
+            direction="in",
+            protocol=rule.protocol,
+            port=str(rule.port),
+            source_ips=list(rule.sources),
+            description=rule.description,
+        )
+        for rule in rules
+    ]
 
-    def __init__(self, name: str, node: HetznerNode, ctx: ProvisionContext,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+
+class HetznerServer(pulumi.ComponentResource):
+    """One Hetzner Cloud server behind a firewall with its public rules."""
+
+    def __init__(
+        self, name: str, node: HetznerNode, ctx: ProvisionContext, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__("spaced:providers:HetznerServer", name, None, opts)
-        self._name = name
-        ssh_key = ctx.shared("hetzner-deploy-key", lambda: hcloud.SshKey(
-            "hetzner-deploy-key", public_key=ctx.ssh_public_key,
-            labels={"spaced-environment": ctx.environment}))
+        ssh_key = ctx.shared(
+            "hetzner-deploy-key",
+            lambda: hcloud.SshKey(
+                "hetzner-deploy-key",
+                public_key=ctx.ssh_public_key,
+                labels={"spaced-environment": ctx.environment},
+            ),
+        )
+        child = pulumi.ResourceOptions(parent=self)
+        self.public_firewall = hcloud.Firewall(
+            f"{name}-public-firewall",
+            rules=firewall_rules(public_rules(node.edge, ctx.admin_ssh_cidrs)),
+            labels={"spaced-environment": ctx.environment, "spaced-node": node.name},
+            opts=child,
+        )
         self.server = hcloud.Server(
             f"{name}-server",
             name=f"{ctx.environment}-{node.name}",
@@ -33,38 +66,50 @@ class HetznerServer(pulumi.ComponentResource):
             ssh_keys=[ssh_key.id],
             user_data=cloud_config(node.name, ctx.ssh_user, ctx.ssh_public_key),
             public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
+            # Attached at creation: the server boots behind its firewall.
+            firewall_ids=[self.public_firewall.id.apply(int)],
             labels={"spaced-environment": ctx.environment, "spaced-node": node.name},
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["user_data"]),
         )
         self.host = build_host(node, ctx, self, self.server.ipv4_address, self.server.ipv6_address)
         self.register_outputs({"ipv4": self.server.ipv4_address, "ipv6": self.server.ipv6_address})
 
-    def add_firewall(self, rules: Sequence[FirewallRule]) -> list[pulumi.Resource]:
-        """A Hetzner firewall with exactly `rules` inbound (outbound stays open), attached to the server."""
-        firewall = hcloud.Firewall(
-            f"{self._name}-firewall",
-            rules=[
-                hcloud.FirewallRuleArgs(direction="in", protocol=rule.protocol, port=str(rule.port),
-                                        source_ips=list(rule.sources), description=rule.description)
-                for rule in rules
-            ],
-            opts=pulumi.ResourceOptions(parent=self),
+
+@dataclass(frozen=True)
+class HetznerFirewallArgs:
+    """The server to protect (its numeric id as an Output) and the rules of the peer firewall."""
+
+    server_id: pulumi.Input[str]
+    rules: Sequence[FirewallRule]
+
+
+class HetznerFirewall(pulumi.ComponentResource):
+    """A Hetzner firewall with exactly `rules` inbound (outbound stays open), attached to the server."""
+
+    def __init__(
+        self, name: str, args: HetznerFirewallArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("spaced:providers:HetznerFirewall", name, None, opts)
+        self.firewall: hcloud.Firewall | None = None
+        if not args.rules:  # a single node has no peers
+            self.register_outputs({})
+            return
+        child = pulumi.ResourceOptions(parent=self)
+        self.firewall = hcloud.Firewall(f"{name}-rules", rules=firewall_rules(args.rules), opts=child)
+        self.attachment = hcloud.FirewallAttachment(
+            f"{name}-attachment",
+            firewall_id=self.firewall.id.apply(int),
+            server_ids=[pulumi.Output.from_input(args.server_id).apply(int)],
+            opts=child,
         )
-        attachment = hcloud.FirewallAttachment(
-            f"{self._name}-firewall-attachment",
-            firewall_id=firewall.id.apply(int),
-            server_ids=[self.server.id.apply(int)],
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        return [firewall, attachment]
+        self.register_outputs({"firewall_id": self.firewall.id})
 
 
-def provision(node: HetznerNode, ctx: ProvisionContext) -> Host:
-    """Pass one: create the server; returns its Host."""
-    return provision_server(HetznerServer, node, ctx)
+def provision(node: HetznerNode, ctx: ProvisionContext) -> HetznerServer:
+    """The node's server, behind its public rules from the first boot."""
+    return HetznerServer(node.name, node, ctx)
 
 
-def protect(node: HetznerNode, host: Host, rules: Sequence[FirewallRule], ctx: ProvisionContext
-            ) -> list[pulumi.Resource]:
-    """Pass two: the firewall, once every node's address exists."""
-    return protect_server(HetznerServer, node, rules, ctx)
+def protect(server: HetznerServer, rules: Sequence[FirewallRule]) -> HetznerFirewall:
+    """The node's peer firewall, once every node's address exists."""
+    return HetznerFirewall(f"{server.host.name}-firewall", HetznerFirewallArgs(server.server.id, rules))

@@ -15,23 +15,35 @@ from tests.infra.fixtures.topologies import REPO_ROOT, stack_topology
 PROGRAM = str(REPO_ROOT / "infra" / "__main__.py")
 PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\ntest-only\n-----END OPENSSH PRIVATE KEY-----\n"
 CREDENTIALS = {
-    "hcloud:token": "test-token", "digitalocean:token": "test-token", "aws:accessKey": "AKIATEST",
-    "gcp:project": "spaced-test", "ionoscloud:token": "test-token",
+    "hcloud:token": "test-token",
+    "digitalocean:token": "test-token",
+    "aws:accessKey": "AKIATEST",
+    "gcp:project": "spaced-test",
+    "ionoscloud:token": "test-token",
     "spaced:ionosHostingApiKey": "prefix.secret",
     # The IONOS hosting backend must never reach the real API from a test.
     "spaced:ionosHostingBaseUrl": "http://127.0.0.1:9/v1",
 }
 
 
-def run_stack(env: str, extra: dict[str, str] | None = None,
-              drop: tuple[str, ...] = ()) -> tuple[CloudMocks, dict[str, Any]]:
-    config = {"spaced:topology": json.dumps(stack_topology(env)), "spaced:sshPrivateKey": PRIVATE_KEY,
-              **CREDENTIALS, **(extra or {})}
+def run_stack(
+    env: str, extra: dict[str, str] | None = None, drop: tuple[str, ...] = ()
+) -> tuple[CloudMocks, dict[str, Any]]:
+    config = {
+        "spaced:topology": json.dumps(stack_topology(env)),
+        "spaced:sshPrivateKey": PRIVATE_KEY,
+        **CREDENTIALS,
+        **(extra or {}),
+    }
     for key in drop:
         config.pop(key)
     secrets = ["spaced:sshPrivateKey", "spaced:ionosHostingApiKey", "hcloud:token", "digitalocean:token"]
-    return run_with_mocks(lambda: runpy.run_path(PROGRAM, run_name="__main__"), stack=env, config=config,
-                          secret_keys=[s for s in secrets if s in config])
+    return run_with_mocks(
+        lambda: runpy.run_path(PROGRAM, run_name="__main__"),
+        stack=env,
+        config=config,
+        secret_keys=[s for s in secrets if s in config],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +68,10 @@ def test_prod_dns_records_are_the_seed_table(prod) -> None:  # type: ignore[no-u
     }
     # IPv6 only where the provider gave the node one, under the same names
     aaaa = {(r["name"], r["value"]) for r in outputs["dns_records"] if r["type"] == "AAAA"}
-    assert aaaa == {("hetzner.spaced.fun", mocks.ipv6["hetzner-1-server"]),
-                    ("do.spaced.fun", mocks.ipv6["do-1-droplet"])}
+    assert aaaa == {
+        ("hetzner.spaced.fun", mocks.ipv6["hetzner-1-server"]),
+        ("do.spaced.fun", mocks.ipv6["do-1-droplet"]),
+    }
 
 
 def test_prod_hosts_output(prod) -> None:  # type: ignore[no-untyped-def]
@@ -83,24 +97,51 @@ def test_prod_swarm_and_urls(prod) -> None:  # type: ignore[no-untyped-def]
 def test_prod_resources_span_every_step(prod) -> None:  # type: ignore[no-untyped-def]
     mocks, _ = prod
     types = {r.typ for r in mocks.resources}
-    for expected in ("hcloud:index/server:Server", "aws:ec2/instance:Instance", "aws:ec2/eip:Eip",
-                     "gcp:compute/instance:Instance", "digitalocean:index/droplet:Droplet",
-                     "command:remote:Command", "command:local:Command"):
+    for expected in (
+        "hcloud:index/server:Server",
+        "aws:ec2/instance:Instance",
+        "aws:ec2/eip:Eip",
+        "gcp:compute/instance:Instance",
+        "digitalocean:index/droplet:Droplet",
+        "command:remote:Command",
+        "command:local:Command",
+    ):
         assert expected in types
     assert not mocks.of_type("gcp:compute/address:Address")  # the prod GCP address is ephemeral
     assert not mocks.of_type("ionoscloud:compute/server:Server")  # prod's IONOS nodes are adopted
     # the existing nodes get their nftables firewall, the cloud nodes their provider firewall
-    assert {r.name for r in mocks.of_type("command:remote:Command") if r.name.endswith("-firewall")} == {
-        "ionos-apex-firewall", "ionos-2-firewall", "ionos-3-firewall"}
+    assert {
+        r.name for r in mocks.of_type("command:remote:Command") if r.name.endswith("-firewall-nftables")
+    } == {"ionos-apex-firewall-nftables", "ionos-2-firewall-nftables", "ionos-3-firewall-nftables"}
+    firewalls = {
+        r.name
+        for r in mocks.resources
+        if r.typ.startswith("spaced:providers:") and r.typ.endswith("Firewall")
+    }
+    assert firewalls == {
+        f"{name}-firewall"
+        for name in ("ionos-apex", "ionos-2", "ionos-3", "aws-1", "gcp-1", "hetzner-1", "do-1")
+    }
 
 
 def test_dev_one_node_per_provider_under_dev(dev) -> None:  # type: ignore[no-untyped-def]
     mocks, outputs = dev
-    assert {h["provider"] for h in outputs["hosts"].values()} == {"hetzner", "aws", "gcp", "digitalocean",
-                                                                   "ionos"}
+    assert {h["provider"] for h in outputs["hosts"].values()} == {
+        "hetzner",
+        "aws",
+        "gcp",
+        "digitalocean",
+        "ionos",
+    }
     names = {r["name"] for r in outputs["dns_records"]}
-    assert names == {"dev.spaced.fun", "hetzner.dev.spaced.fun", "aws.dev.spaced.fun", "gcp.dev.spaced.fun",
-                     "do.dev.spaced.fun", "ionos.dev.spaced.fun"}
+    assert names == {
+        "dev.spaced.fun",
+        "hetzner.dev.spaced.fun",
+        "aws.dev.spaced.fun",
+        "gcp.dev.spaced.fun",
+        "do.dev.spaced.fun",
+        "ionos.dev.spaced.fun",
+    }
     ionos = {(r["name"], r["value"]) for r in outputs["dns_records"] if r["type"] == "A"}
     assert ("ionos.dev.spaced.fun", mocks.ipv4["ionos-dev-ip-block"]) in ionos
     assert outputs["url"] == "https://dev.spaced.fun/"

@@ -178,11 +178,6 @@ def test_acme_label_goes_to_the_first_edge_manager_only() -> None:
             r"nodes\[m\]: the name is used twice",
         ),
         (
-            [host("m", "10.210.0.1", manager=True), host("w", "10.210.0.1")],
-            r"nodes\[w\]\.mesh_ip: 10\.210\.0\.1 is already",
-        ),
-        ([host("m", "10.210.0.300", manager=True)], r"nodes\[m\]\.mesh_ip: '10\.210\.0\.300' is not an IPv4"),
-        (
             [host("m", "10.210.0.1", manager=True, labels={"role": "x"})],
             r"labels\.role: 'role' is set by the",
         ),
