@@ -75,8 +75,11 @@ def export_outputs(
     pulumi.export("urls", [f"https://{topology.fqdn(name)}/" for node in topology.edges for name in node.dns])
 
 
-def deploy_cloud(topology: Topology, ssh_private_key: pulumi.Output[str]) -> None:
+def deploy_cloud(config: stack_config.StackConfig) -> None:
     """Servers, firewalls, DNS, mesh, swarm and the application stack on it."""
+    topology = config.topology
+    ssh_private_key = config.ssh_private_key
+    assert ssh_private_key is not None  # a required credential, checked by load_topology
     assert topology.ssh is not None and topology.domain is not None  # load_topology guarantees both
     ctx = ProvisionContext(
         environment=topology.environment,
@@ -85,6 +88,7 @@ def deploy_cloud(topology: Topology, ssh_private_key: pulumi.Output[str]) -> Non
         ssh_private_key=ssh_private_key,
         mesh_ips=topology.mesh_addresses(),
         admin_ssh_cidrs=topology.admin_ssh_cidrs,
+        aws_provider_settings=config.aws_provider_settings,
     )
     hosts = provision_all(topology.nodes, ctx, topology.mesh.listen_port)
     records = plan_records(topology, {host.name: host for host in hosts})
@@ -144,8 +148,7 @@ def main() -> None:
     if config.topology.is_local:
         deploy_local(config.topology)
     else:
-        assert config.ssh_private_key is not None  # a required credential, checked by load_topology
-        deploy_cloud(config.topology, config.ssh_private_key)
+        deploy_cloud(config)
 
 
 main()

@@ -36,7 +36,12 @@ class AwsServer(pulumi.ComponentResource):
     ) -> None:
         super().__init__("spaced:providers:AwsServer", name, None, opts)
         region = node.region
-        provider = ctx.shared(f"aws-provider-{region}", lambda: aws.Provider(f"aws-{region}", region=region))
+        # The stack's credentials must be passed explicitly: Pulumi gives aws:* config to the default
+        # provider only (pulumi-aws issues 1307, 3259).
+        provider = ctx.shared(
+            f"aws-provider-{region}",
+            lambda: aws.Provider(f"aws-{region}", region=region, **ctx.aws_provider_settings),
+        )
         self.provider = provider
         key_pair = ctx.shared(
             f"aws-deploy-key-{region}",

@@ -29,6 +29,8 @@ class ProvisionContext:
     ssh_private_key: pulumi.Input[str] | None
     mesh_ips: Mapping[str, str]
     admin_ssh_cidrs: Sequence[str] = ()
+    # aws.Provider keyword arguments carrying the stack's AWS credentials (see infra.config).
+    aws_provider_settings: Mapping[str, pulumi.Input[Any]] = field(default_factory=dict)
     # Per-stack resources made once (a region's provider, the deploy key), by key.
     shared_resources: dict[str, Any] = field(default_factory=dict)
 

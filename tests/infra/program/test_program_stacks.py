@@ -27,7 +27,10 @@ CREDENTIALS = {
 
 
 def run_stack(
-    env: str, extra: dict[str, str] | None = None, drop: tuple[str, ...] = ()
+    env: str,
+    extra: dict[str, str] | None = None,
+    drop: tuple[str, ...] = (),
+    secrets: tuple[str, ...] = (),
 ) -> tuple[CloudMocks, dict[str, Any]]:
     config = {
         "spaced:topology": json.dumps(stack_topology(env)),
@@ -37,12 +40,18 @@ def run_stack(
     }
     for key in drop:
         config.pop(key)
-    secrets = ["spaced:sshPrivateKey", "spaced:ionosHostingApiKey", "hcloud:token", "digitalocean:token"]
+    secret_keys = [
+        "spaced:sshPrivateKey",
+        "spaced:ionosHostingApiKey",
+        "hcloud:token",
+        "digitalocean:token",
+        *secrets,
+    ]
     return run_with_mocks(
         lambda: runpy.run_path(PROGRAM, run_name="__main__"),
         stack=env,
         config=config,
-        secret_keys=[s for s in secrets if s in config],
+        secret_keys=[s for s in secret_keys if s in config],
     )
 
 
