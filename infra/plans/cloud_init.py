@@ -11,6 +11,8 @@ import shlex
 
 import yaml
 
+from infra.plans.remote import wait_for_cloud_init
+
 PACKAGES: tuple[str, ...] = ("docker.io", "wireguard", "unattended-upgrades", "nftables")
 # Debian 12 reads sshd_config.d first and keeps the first value it sees: "10-" beats cloud-init's "50-".
 SSHD_HARDENING_PATH = "/etc/ssh/sshd_config.d/10-spaced.conf"
@@ -79,7 +81,7 @@ def bootstrap_script(ssh_user: str) -> str:
     return f"""#!/bin/sh
 set -eu
 export DEBIAN_FRONTEND=noninteractive
-id {user} >/dev/null
+{wait_for_cloud_init()}id {user} >/dev/null
 test -s ~{ssh_user}/.ssh/authorized_keys
 apt-get update -q
 apt-get install -y -q --no-install-recommends {" ".join(PACKAGES)}

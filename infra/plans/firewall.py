@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from infra.host import Host
+from infra.plans.remote import wait_for_cloud_init
 
 SSH_PORT = 22
 WEB_PORTS = (80, 443)
@@ -139,7 +140,7 @@ def firewall_install_script(rules: Sequence[FirewallRule], mesh_interface: str =
     ruleset = nftables_script(rules, mesh_interface)
     return f"""#!/bin/sh
 set -eu
-mkdir -p /etc/spaced
+{wait_for_cloud_init()}mkdir -p /etc/spaced
 cat > {FIREWALL_PATH}.new <<'SPACED_EOF'
 {ruleset}SPACED_EOF
 nft -c -f {FIREWALL_PATH}.new

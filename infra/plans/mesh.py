@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from infra.plans.remote import wait_for_cloud_init
+
 INTERFACE = "wg0"
 CONFIG_PATH = f"/etc/wireguard/{INTERFACE}.conf"
 PERSISTENT_KEEPALIVE_SECONDS = 25  # keeps NAT mappings (AWS/GCP 1:1 NAT) open between handshakes
@@ -174,8 +176,11 @@ def render_apply_script(interface_wait_seconds: int = INTERFACE_WAIT_SECONDS) ->
     restarts the interface. Uses systemd's wg-quick@wg0 unit where systemd runs, wg-quick directly
     elsewhere. Prints one status word (unchanged, updated, restarted, started).
     """
-    return f"""set -euo pipefail
-umask 077
+    return (
+        "set -euo pipefail\n"
+        # apt-get and systemctl below: let cloud-init's package upgrade and runcmd finish first.
+        + wait_for_cloud_init()
+        + f"""umask 077
 conf={CONFIG_PATH}
 iface={INTERFACE}
 install -d -m 700 /etc/wireguard
@@ -246,6 +251,7 @@ done
 echo "mesh: $iface has no address $want_address after {int(interface_wait_seconds)}s" >&2
 exit 1
 """
+    )
 
 
 def config_fingerprint(node: MeshPeer, peers: Sequence[MeshPeer], listen_port: int, mesh_cidr: str) -> str:

@@ -23,12 +23,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from infra.host import Host
+from infra.plans.remote import CLOUD_INIT_TIMEOUT_S, wait_for_cloud_init
 
 SWARM_PORT = 2377
 NODE_NAME_LABEL = "spaced.node"
 RESERVED_LABELS = ("provider", "region", "role", "edge", "acme", NODE_NAME_LABEL)
 
-CLOUD_INIT_TIMEOUT_S = 1200
 DOCKER_TIMEOUT_S = 300
 JOIN_TIMEOUT_S = 300
 NODE_VISIBLE_TIMEOUT_S = 120
@@ -166,29 +166,6 @@ fail() {{ log "ERROR: $*"; exit 1; }}
 """
 
 
-def _wait_for_cloud_init(timeout_s: int) -> str:
-    # `cloud-init status --wait` never returns on a host cloud-init does not manage ("not run",
-    # "disabled": adopted servers), so only wait when it is running or done; exit 2 is
-    # "done with recoverable errors" (cloud-init >= 23.4), which is not fatal for us.
-    return f"""if command -v cloud-init >/dev/null 2>&1; then
-  cloud_init_state=$(cloud-init status 2>/dev/null || true)
-  case "$cloud_init_state" in
-    *"not run"*|*disabled*)
-      log "cloud-init does not manage this host; not waiting for it" ;;
-    *)
-      cloud_init_rc=0
-      timeout {timeout_s} cloud-init status --wait >/dev/null 2>&1 || cloud_init_rc=$?
-      case "$cloud_init_rc" in
-        0) ;;
-        2) log "cloud-init finished with recoverable errors; continuing" ;;
-        124) fail "cloud-init did not finish within {timeout_s} s; see /var/log/cloud-init-output.log" ;;
-        *) fail "cloud-init failed (exit $cloud_init_rc); see /var/log/cloud-init-output.log" ;;
-      esac ;;
-  esac
-fi
-"""
-
-
 def _wait_for_docker(timeout_s: int, *, give_up: str = "fail") -> str:
     """Wait until the engine answers; pick `docker` or `sudo -n docker` (adopted hosts whose user
     is not in the docker group). `give_up` is "fail" or "skip" (exit 0: nothing to do)."""
@@ -231,7 +208,7 @@ def init_script(
     listen = shlex.quote(f"{mesh_ip}:{SWARM_PORT}")
     return (
         _header(f"initialise the swarm on {mesh_ip}")
-        + _wait_for_cloud_init(cloud_init_timeout_s)
+        + wait_for_cloud_init(cloud_init_timeout_s)
         + _wait_for_docker(docker_timeout_s)
         + f"""state=$(swarm_state)
 case "$state" in
@@ -297,7 +274,7 @@ def join_script(
 IFS= read -r join_token || true
 [[ "$join_token" =~ ^SWMTKN-[A-Za-z0-9-]+$ ]] || fail "expected the swarm join token on stdin"
 """
-        + _wait_for_cloud_init(cloud_init_timeout_s)
+        + wait_for_cloud_init(cloud_init_timeout_s)
         + _wait_for_docker(docker_timeout_s)
         + f"""state=$(swarm_state)
 case "$state" in
