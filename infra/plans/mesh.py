@@ -25,6 +25,16 @@ from infra.plans.remote import wait_for_cloud_init
 
 INTERFACE = "wg0"
 CONFIG_PATH = f"/etc/wireguard/{INTERFACE}.conf"
+# Packet sizes. GCP's network MTU is 1460, the smallest path between our providers; WireGuard adds
+# 60 bytes over IPv4 (80 over IPv6), so 1380 fits every path (1380 + 80 = 1460). wg-quick's default
+# (1420, from a 1500-byte local link) sends 1480-byte packets that a 1460-byte path drops.
+TUNNEL_MTU = 1380
+# VXLAN (Docker's overlay networks, inside the tunnel) adds 50 bytes: outer IPv4 20 + UDP 8 +
+# VXLAN 8 + inner Ethernet 14. Docker's default overlay MTU (1500) would fragment every full frame.
+VXLAN_OVERHEAD = 50
+OVERLAY_MTU = TUNNEL_MTU - VXLAN_OVERHEAD  # 1330
+# The driver option that sets it on every overlay network of the application stack.
+OVERLAY_MTU_OPTION = "com.docker.network.driver.mtu"
 PERSISTENT_KEEPALIVE_SECONDS = 25  # keeps NAT mappings (AWS/GCP 1:1 NAT) open between handshakes
 INTERFACE_WAIT_SECONDS = 30
 
@@ -138,6 +148,7 @@ def render_wireguard_config(
         "[Interface]",
         f"Address = {node.mesh_ip}/{prefix_length}",
         f"ListenPort = {listen_port}",
+        f"MTU = {TUNNEL_MTU}",
         f"PrivateKey = {private_key.strip()}",
     ]
     for peer in sorted(others, key=lambda p: p.name):
@@ -231,6 +242,9 @@ if ip link show dev "$iface" > /dev/null 2>&1; then
   else
     status=unchanged
   fi
+  # `wg syncconf` leaves the link alone: set a changed MTU here (wg-quick sets it when it starts).
+  want_mtu=$(awk -F ' *= *' '/^MTU *=/ {{ print $2; exit }}' "$conf")
+  if [ -n "$want_mtu" ]; then ip link set dev "$iface" mtu "$want_mtu"; fi
   ip link set dev "$iface" up
   if [ "$use_systemd" = 1 ]; then systemctl enable -q wg-quick@$iface; fi
 else
