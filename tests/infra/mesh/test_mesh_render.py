@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from infra.plans.mesh import (
+    TUNNEL_MTU,
     MeshError,
     MeshPeer,
     config_fingerprint,
@@ -47,6 +48,7 @@ def test_every_node_lists_every_other_node_and_never_itself() -> None:
         assert interface == {
             "Address": f"{node.mesh_ip}/24",
             "ListenPort": str(PORT),
+            "MTU": str(TUNNEL_MTU),
             "PrivateKey": private_keys[node.name],
         }
         assert all(name == "Peer" for name, _ in peer_sections)
