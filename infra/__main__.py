@@ -29,6 +29,7 @@ from infra.components.mesh import Mesh, MeshArgs  # noqa: E402
 from infra.components.swarm import Swarm, SwarmArgs  # noqa: E402
 from infra.dns import create_records  # noqa: E402
 from infra.host import Host  # noqa: E402
+from infra.plans.cloud_init import upgrade_times  # noqa: E402
 from infra.plans.dns import DnsRecord  # noqa: E402
 from infra.plans.records import plan_records  # noqa: E402
 from infra.providers import ProvisionContext, provision_all  # noqa: E402
@@ -89,6 +90,8 @@ def deploy_cloud(config: stack_config.StackConfig) -> None:
         mesh_ips=topology.mesh_addresses(),
         admin_ssh_cidrs=topology.admin_ssh_cidrs,
         aws_provider_settings=config.aws_provider_settings,
+        authorized_keys=topology.ssh.authorized_keys,
+        upgrade_times=upgrade_times([node.name for node in topology.nodes]),
     )
     hosts = provision_all(topology.nodes, ctx, topology.mesh.listen_port)
     records = plan_records(topology, {host.name: host for host in hosts})

@@ -236,6 +236,8 @@ class SshSettings(_Model):
 
     user: str = "deploy"
     public_key: str
+    # Keys that may log in besides `public_key`: during a rotation, the next (or the previous) key.
+    extra_public_keys: tuple[str, ...] = ()
 
     @field_validator("user")
     @classmethod
@@ -249,10 +251,25 @@ class SshSettings(_Model):
     @field_validator("public_key")
     @classmethod
     def _public_key_shape(cls, value: str) -> str:
-        parts = value.split()
-        if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-")):
-            raise ValueError("expected an OpenSSH public key line like 'ssh-ed25519 AAAA... deploy@spaced'")
-        return value.strip()
+        return _openssh_public_key(value, "'ssh-ed25519 AAAA... deploy@spaced'")
+
+    @field_validator("extra_public_keys")
+    @classmethod
+    def _extra_keys_shape(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_openssh_public_key(key, "'ssh-ed25519 AAAA... deploy@spaced'") for key in value)
+
+    @property
+    def authorized_keys(self) -> tuple[str, ...]:
+        """Every key the deploy user's authorized_keys holds: `public_key` first, then the extra ones."""
+        return tuple(dict.fromkeys((self.public_key, *self.extra_public_keys)))
+
+
+def _openssh_public_key(value: str, example: str) -> str:
+    """`value` stripped if it looks like an OpenSSH public key line; ValueError naming `example`."""
+    parts = value.split()
+    if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-")) or not parts[1].startswith("AAAA"):
+        raise ValueError(f"expected an OpenSSH public key line like {example}")
+    return value.strip()
 
 
 class MeshSettings(_Model):
@@ -392,6 +409,17 @@ class ExistingNode(_NodeBase):
     vendor: str = "unknown"  # informational: who runs the machine
     public_ipv4: str
     public_ipv6: str | None = None
+    # The server's SSH host key, read once with `ssh-keyscan -t ed25519 <ip>` (README); every
+    # connection pins it, and a server that presents another key stops the run.
+    host_key: str
+
+    @field_validator("host_key")
+    @classmethod
+    def _host_key(cls, value: str) -> str:
+        parts = value.split()
+        if parts and not parts[0].startswith(("ssh-", "ecdsa-")):
+            parts = parts[1:]  # an `ssh-keyscan` line starts with the host
+        return _openssh_public_key(" ".join(parts[:2]), "'ssh-ed25519 AAAA...' (ssh-keyscan -t ed25519 <ip>)")
 
     @field_validator("public_ipv4")
     @classmethod

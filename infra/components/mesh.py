@@ -15,6 +15,7 @@ import pulumi
 import pulumi.dynamic
 from pulumi_command import remote
 
+from infra.connection import ssh_connection
 from infra.host import Host
 from infra.plans.mesh import (
     MeshPeer,
@@ -125,13 +126,9 @@ class Mesh(pulumi.ComponentResource):
             config = pulumi.Output.secret(pulumi.Output.all(peers, keys[host.name].private_key).apply(render))
             self.commands[host.name] = remote.Command(
                 f"{name}-apply-{host.name}",
-                connection=remote.ConnectionArgs(
-                    host=host.public_ipv4,
-                    user=host.ssh_user,
-                    private_key=args.ssh_private_key,
-                    # A fresh server takes a while to start sshd: retry for a few minutes.
-                    dial_error_limit=20,
-                ),
+                # The deploy key, and the host key pinned (a fresh server takes a while to start sshd:
+                # the dial is retried for a few minutes).
+                connection=ssh_connection(host, args.ssh_private_key),
                 create=apply_command(host.ssh_user),
                 stdin=config,
                 # Re-apply when the peer list, the keys or the script change; the hash holds no secret.

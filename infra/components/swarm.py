@@ -27,6 +27,7 @@ from typing import Any
 import pulumi
 from pulumi_command import remote
 
+from infra.connection import ssh_connection
 from infra.host import Host
 from infra.plans import swarm as plan
 
@@ -72,10 +73,10 @@ class Swarm(pulumi.ComponentResource):
         caller_dependencies = _dependencies(opts)
 
         def connection(host: Host) -> remote.ConnectionArgs:
-            return remote.ConnectionArgs(
-                host=host.public_ipv4,
-                user=host.ssh_user,
-                private_key=private_key,
+            # The deploy key, and the host's key pinned: another server at that address stops the run.
+            return ssh_connection(
+                host,
+                private_key,
                 dial_error_limit=SSH_DIAL_ERROR_LIMIT,
                 per_dial_timeout=SSH_PER_DIAL_TIMEOUT_S,
             )

@@ -13,9 +13,15 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.plans.cloud_init import cloud_config
 from infra.plans.firewall import FirewallRule, public_rules, split_families
-from infra.providers.base import ProvisionContext, build_host
+from infra.providers.base import (
+    ProvisionContext,
+    authorized_keys_command,
+    build_host,
+    new_host_key,
+    public_host_key,
+    user_data,
+)
 from infra.topology import AwsNode
 
 DEBIAN_OWNER = (
@@ -59,6 +65,7 @@ class AwsServer(pulumi.ComponentResource):
             "spaced-node": node.name,
         }
 
+        self.host_key = new_host_key(name, self)
         self.security_group = aws.ec2.SecurityGroup(
             f"{name}-security-group",
             description=f"spaced {ctx.environment} {node.name}: SSH from admins, WireGuard from peers",
@@ -101,14 +108,17 @@ class AwsServer(pulumi.ComponentResource):
             instance_type=node.size,
             key_name=key_pair.key_name,
             vpc_security_group_ids=[self.security_group.id],
-            user_data=cloud_config(node.name, ctx.ssh_user, ctx.ssh_public_key),
+            user_data=user_data(node, ctx, self.host_key),
             root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
                 volume_size=node.disk_gb, volume_type="gp3", encrypted=True
             ),
             metadata_options=aws.ec2.InstanceMetadataOptionsArgs(http_tokens="required"),  # IMDSv2 only
             tags=tags,
-            # A newer AMI or cloud-config must not replace a running node; new nodes pick them up.
-            opts=pulumi.ResourceOptions(parent=self, provider=provider, ignore_changes=["ami", "user_data"]),
+            # A newer AMI, cloud-config or key pair must not replace a running node; new nodes pick
+            # them up, running ones get a new deploy key through the authorized-keys command.
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=provider, ignore_changes=["ami", "user_data", "key_name"]
+            ),
         )
         public_ipv4: pulumi.Output[str]
         if node.static_ip:
@@ -118,7 +128,10 @@ class AwsServer(pulumi.ComponentResource):
             public_ipv4 = self.elastic_ip.public_ip
         else:
             public_ipv4 = self.instance.public_ip
-        self.host = build_host(node, ctx, self, public_ipv4)
+        self.host = build_host(node, ctx, self, public_ipv4, host_key=public_host_key(self.host_key))
+        self.authorized_keys = authorized_keys_command(
+            self.host, ctx, self, [self.instance, *([self.elastic_ip] if node.static_ip else [])]
+        )
         self.register_outputs({"ipv4": public_ipv4, "instance_id": self.instance.id})
 
 

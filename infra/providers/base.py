@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import pulumi
+import pulumi_tls as tls
+from pulumi_command import remote
 
+from infra.connection import ssh_connection
 from infra.host import Host
+from infra.plans.cloud_init import SshHostKey, authorized_keys_script, cloud_config
 from infra.plans.firewall import FirewallRule
 from infra.topology import NodeModel
 
@@ -29,6 +34,10 @@ class ProvisionContext:
     ssh_private_key: pulumi.Input[str] | None
     mesh_ips: Mapping[str, str]
     admin_ssh_cidrs: Sequence[str] = ()
+    # Every key the deploy user may log in with (ssh.public_key + ssh.extra_public_keys).
+    authorized_keys: Sequence[str] = ()
+    # Node name -> "HH:MM" UTC of its unattended upgrade (infra.plans.cloud_init.upgrade_times).
+    upgrade_times: Mapping[str, str] = field(default_factory=dict)
     # aws.Provider keyword arguments carrying the stack's AWS credentials (see infra.config).
     aws_provider_settings: Mapping[str, pulumi.Input[Any]] = field(default_factory=dict)
     # Per-stack resources made once (a region's provider, the deploy key), by key.
@@ -67,12 +76,59 @@ def node_labels(node: NodeModel) -> dict[str, str]:
     return {"spaced.provider": node.provider, "spaced.region": node.region, **node.labels}
 
 
+def new_host_key(name: str, parent: pulumi.Resource) -> tls.PrivateKey:
+    """A new server's ed25519 SSH host key, made once and kept (secret) in the Pulumi state."""
+    return tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=pulumi.ResourceOptions(parent=parent))
+
+
+def public_host_key(host_key: tls.PrivateKey) -> pulumi.Output[str]:
+    """The OpenSSH public line ("ssh-ed25519 AAAA...") connections pin."""
+    return host_key.public_key_openssh.apply(str.strip)
+
+
+def user_data(node: NodeModel, ctx: ProvisionContext, host_key: tls.PrivateKey) -> pulumi.Output[str]:
+    """The node's cloud-init user data with its host key installed; a secret (it holds the private key)."""
+    return pulumi.Output.secret(
+        pulumi.Output.all(host_key.private_key_openssh, host_key.public_key_openssh).apply(
+            lambda keys: cloud_config(
+                node.name,
+                ctx.ssh_user,
+                ctx.ssh_public_key,
+                host_key=SshHostKey(keys[0], keys[1]),
+                upgrade_time=ctx.upgrade_times.get(node.name, "03:00"),
+            )
+        )
+    )
+
+
+def authorized_keys_command(
+    host: Host, ctx: ProvisionContext, parent: pulumi.Resource, depends_on: Sequence[pulumi.Resource]
+) -> remote.Command:
+    """Keep the deploy user's authorized_keys equal to `ctx.authorized_keys`, over SSH.
+
+    Servers ignore changes of their creation-time key inputs (which would replace them), so a new
+    deploy key reaches running servers only through this command: it runs again whenever the keys
+    change. To rotate, add the new key to `ssh.extra_public_keys` and `up` (still connecting with the
+    old private key), then make it `ssh.public_key` with its private half as spaced:sshPrivateKey.
+    """
+    keys = list(ctx.authorized_keys or (ctx.ssh_public_key,))
+    return remote.Command(
+        f"{host.name}-authorized-keys",
+        connection=ssh_connection(host, ctx.ssh_private_key),
+        create=f"sudo -n sh -c {shlex.quote(authorized_keys_script(ctx.ssh_user, keys))}",
+        triggers=keys,
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
+    )
+
+
 def build_host(
     node: NodeModel,
     ctx: ProvisionContext,
     server: pulumi.ComponentResource,
     public_ipv4: pulumi.Input[str],
     public_ipv6: pulumi.Input[str] | None = None,
+    *,
+    host_key: pulumi.Input[str] | None = None,
 ) -> Host:
     """The Host of a provisioned node: its topology settings, the stack's SSH user and mesh address,
     and the node's component as what later steps wait for."""
@@ -82,6 +138,7 @@ def build_host(
         region=node.region,
         public_ipv4=public_ipv4,
         public_ipv6=public_ipv6,
+        host_key=host_key,
         mesh_ip=ctx.mesh_ips[node.name],
         ssh_user=ctx.ssh_user,
         manager=node.manager,

@@ -14,9 +14,15 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_digitalocean as digitalocean
 
-from infra.plans.cloud_init import cloud_config
 from infra.plans.firewall import FirewallRule, public_rules
-from infra.providers.base import ProvisionContext, build_host
+from infra.providers.base import (
+    ProvisionContext,
+    authorized_keys_command,
+    build_host,
+    new_host_key,
+    public_host_key,
+    user_data,
+)
 from infra.topology import DigitalOceanNode
 
 ANYWHERE = ["0.0.0.0/0", "::/0"]
@@ -47,6 +53,7 @@ class DigitalOceanServer(pulumi.ComponentResource):
             "digitalocean-deploy-key",
             lambda: digitalocean.SshKey("digitalocean-deploy-key", public_key=ctx.ssh_public_key),
         )
+        self.host_key = new_host_key(name, self)
         self.tag = digitalocean.Tag(
             f"{name}-tag",
             name=f"spaced-{ctx.environment}-{node.name}",
@@ -76,15 +83,24 @@ class DigitalOceanServer(pulumi.ComponentResource):
             size=node.size,
             ipv6=True,
             ssh_keys=[ssh_key.fingerprint],
-            user_data=cloud_config(node.name, ctx.ssh_user, ctx.ssh_public_key),
+            user_data=user_data(node, ctx, self.host_key),
             tags=[f"spaced-{ctx.environment}", self.tag.name],
-            # Changing user data replaces a droplet; running nodes keep theirs. The firewall exists
-            # before the droplet, so the droplet is filtered from its first packet.
+            # Changing user data or ssh_keys replaces a droplet; running nodes keep theirs (a new deploy
+            # key reaches them through the authorized-keys command). The firewall exists before the
+            # droplet, so the droplet is filtered from its first packet.
             opts=pulumi.ResourceOptions(
-                parent=self, ignore_changes=["user_data"], depends_on=[self.public_firewall]
+                parent=self, ignore_changes=["user_data", "ssh_keys"], depends_on=[self.public_firewall]
             ),
         )
-        self.host = build_host(node, ctx, self, self.droplet.ipv4_address, self.droplet.ipv6_address)
+        self.host = build_host(
+            node,
+            ctx,
+            self,
+            self.droplet.ipv4_address,
+            self.droplet.ipv6_address,
+            host_key=public_host_key(self.host_key),
+        )
+        self.authorized_keys = authorized_keys_command(self.host, ctx, self, [self.droplet])
         self.register_outputs({"ipv4": self.droplet.ipv4_address, "ipv6": self.droplet.ipv6_address})
 
 

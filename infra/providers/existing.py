@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_command as command
 
+from infra.connection import ssh_connection
 from infra.plans.cloud_init import bootstrap_script
 from infra.plans.firewall import FIREWALL_REMOVE_SCRIPT, FirewallRule, firewall_install_script, public_rules
-from infra.providers.base import ProvisionContext, build_host
+from infra.providers.base import ProvisionContext, authorized_keys_command, build_host
 from infra.topology import ExistingNode
 
 
@@ -34,19 +35,19 @@ class ExistingServer(pulumi.ComponentResource):
                 f"node {node.name!r} is adopted over SSH but spaced:sshPrivateKey is not set; "
                 "run: pulumi config set --secret spaced:sshPrivateKey < ~/.ssh/spaced_deploy"
             )
-        self.connection = command.remote.ConnectionArgs(
-            host=node.public_ipv4, user=ctx.ssh_user, private_key=ctx.ssh_private_key
-        )
+        self.host = build_host(node, ctx, self, node.public_ipv4, node.public_ipv6, host_key=node.host_key)
+        # Pins the host key the topology carries: another server at this address stops the run here.
+        self.connection = ssh_connection(self.host, ctx.ssh_private_key)
         # Rules known now; `protect` loads them together with the peer rules as one ruleset.
         self.public_rules = public_rules(node.edge, ctx.admin_ssh_cidrs)
         self.bootstrap = command.remote.Command(
             f"{name}-bootstrap",
             connection=self.connection,
             create="sudo sh -s",
-            stdin=bootstrap_script(ctx.ssh_user),
+            stdin=bootstrap_script(ctx.ssh_user, ctx.upgrade_times.get(node.name, "03:00")),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.host = build_host(node, ctx, self, node.public_ipv4, node.public_ipv6)
+        self.authorized_keys = authorized_keys_command(self.host, ctx, self, [self.bootstrap])
         self.register_outputs({"ipv4": node.public_ipv4})
 
 

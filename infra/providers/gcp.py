@@ -12,9 +12,15 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
-from infra.plans.cloud_init import cloud_config
 from infra.plans.firewall import FirewallRule, public_rules, split_families
-from infra.providers.base import ProvisionContext, build_host
+from infra.providers.base import (
+    ProvisionContext,
+    authorized_keys_command,
+    build_host,
+    new_host_key,
+    public_host_key,
+    user_data,
+)
 from infra.topology import GcpNode
 
 
@@ -41,6 +47,7 @@ class GcpServer(pulumi.ComponentResource):
         self.public_rules = vpc_firewall_rules(
             f"{name}-public", self.network.id, self.tag, public_rules(node.edge, ctx.admin_ssh_cidrs), child
         )
+        self.host_key = new_host_key(name, self)
         nat_ip: pulumi.Input[str] | None = None
         if node.static_ip:
             self.address = gcp.compute.Address(
@@ -63,7 +70,7 @@ class GcpServer(pulumi.ComponentResource):
                 )
             ],
             metadata={
-                "user-data": cloud_config(node.name, ctx.ssh_user, ctx.ssh_public_key),
+                "user-data": user_data(node, ctx, self.host_key),
                 # Only the deploy key (from the user data) may log in, not project-wide keys.
                 "block-project-ssh-keys": "TRUE",
             },
@@ -77,7 +84,9 @@ class GcpServer(pulumi.ComponentResource):
             if node.static_ip
             else self.instance.network_interfaces.apply(lambda nics: nics[0].access_configs[0].nat_ip)
         )
-        self.host = build_host(node, ctx, self, public_ipv4)
+        self.host = build_host(node, ctx, self, public_ipv4, host_key=public_host_key(self.host_key))
+        # metadata (user data with its keys) is ignored on running instances: keys rotate over SSH.
+        self.authorized_keys = authorized_keys_command(self.host, ctx, self, [self.instance])
         self.register_outputs({"ipv4": public_ipv4})
 
 

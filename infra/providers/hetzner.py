@@ -15,9 +15,15 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_hcloud as hcloud
 
-from infra.plans.cloud_init import cloud_config
 from infra.plans.firewall import FirewallRule, public_rules
-from infra.providers.base import ProvisionContext, build_host
+from infra.providers.base import (
+    ProvisionContext,
+    authorized_keys_command,
+    build_host,
+    new_host_key,
+    public_host_key,
+    user_data,
+)
 from infra.topology import HetznerNode
 
 
@@ -51,6 +57,7 @@ class HetznerServer(pulumi.ComponentResource):
             ),
         )
         child = pulumi.ResourceOptions(parent=self)
+        self.host_key = new_host_key(name, self)
         self.public_firewall = hcloud.Firewall(
             f"{name}-public-firewall",
             rules=firewall_rules(public_rules(node.edge, ctx.admin_ssh_cidrs)),
@@ -64,14 +71,24 @@ class HetznerServer(pulumi.ComponentResource):
             image=node.image,
             location=node.region,
             ssh_keys=[ssh_key.id],
-            user_data=cloud_config(node.name, ctx.ssh_user, ctx.ssh_public_key),
+            user_data=user_data(node, ctx, self.host_key),
             public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
             # Attached at creation: the server boots behind its firewall.
             firewall_ids=[self.public_firewall.id.apply(int)],
             labels={"spaced-environment": ctx.environment, "spaced-node": node.name},
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["user_data"]),
+            # Key inputs (ssh_keys, user_data) force a replacement: a running server keeps its own;
+            # a new deploy key reaches it through the authorized-keys command below.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["user_data", "ssh_keys"]),
         )
-        self.host = build_host(node, ctx, self, self.server.ipv4_address, self.server.ipv6_address)
+        self.host = build_host(
+            node,
+            ctx,
+            self,
+            self.server.ipv4_address,
+            self.server.ipv6_address,
+            host_key=public_host_key(self.host_key),
+        )
+        self.authorized_keys = authorized_keys_command(self.host, ctx, self, [self.server])
         self.register_outputs({"ipv4": self.server.ipv4_address, "ipv6": self.server.ipv6_address})
 
 

@@ -13,9 +13,15 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_ionoscloud as ionoscloud
 
-from infra.plans.cloud_init import cloud_config
 from infra.plans.firewall import ANYWHERE_V4, FirewallRule, public_rules, split_families
-from infra.providers.base import ProvisionContext, build_host
+from infra.providers.base import (
+    ProvisionContext,
+    authorized_keys_command,
+    build_host,
+    new_host_key,
+    public_host_key,
+    user_data,
+)
 from infra.topology import IonosNode
 
 
@@ -38,7 +44,11 @@ class IonosServer(pulumi.ComponentResource):
             f"{name}-ip-block", location=node.region, size=1, name=display_name, opts=child
         )
         public_ipv4 = self.ip_block.ips.apply(lambda ips: ips[0])
-        user_data = cloud_config(node.name, ctx.ssh_user, ctx.ssh_public_key)
+        self.host_key = new_host_key(name, self)
+        # The API wants the user data base64-encoded.
+        encoded_user_data = user_data(node, ctx, self.host_key).apply(
+            lambda text: base64.b64encode(text.encode()).decode()
+        )
         self.server = ionoscloud.compute.Server(
             f"{name}-server",
             name=display_name,
@@ -51,7 +61,7 @@ class IonosServer(pulumi.ComponentResource):
                 name=f"{display_name}-boot",
                 size=node.disk_gb,
                 disk_type="SSD Standard",
-                user_data=base64.b64encode(user_data.encode()).decode(),  # the API wants base64
+                user_data=encoded_user_data,
             ),
             nic=ionoscloud.compute.ServerNicArgs(
                 lan=self.lan.id.apply(int),
@@ -61,7 +71,7 @@ class IonosServer(pulumi.ComponentResource):
                 firewall_active=True,
                 firewall_type="INGRESS",
             ),
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["volume.userData"]),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["volume.userData", "ssh_keys"]),
         )
         self.public_rules = nic_firewall_rules(
             f"{name}-public",
@@ -69,7 +79,11 @@ class IonosServer(pulumi.ComponentResource):
             public_rules(node.edge, ctx.admin_ssh_cidrs),
             child,
         )
-        self.host = build_host(node, ctx, self, public_ipv4)
+        self.host = build_host(node, ctx, self, public_ipv4, host_key=public_host_key(self.host_key))
+        # ssh_keys and the user data are ignored on running servers: the deploy key rotates over SSH.
+        self.authorized_keys = authorized_keys_command(
+            self.host, ctx, self, [self.server, *self.public_rules]
+        )
         self.register_outputs({"ipv4": public_ipv4, "datacenter_id": self.datacenter.id})
 
 

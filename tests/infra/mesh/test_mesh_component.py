@@ -62,6 +62,7 @@ def make_hosts(names: list[str]) -> list[Host]:
             public_ipv4=pulumi.Output.from_input(f"192.0.2.{i + 10}"),
             mesh_ip=addresses[name],
             ssh_user="root" if i == 0 else "deploy",
+            host_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDsAv6Gu3peoqR+hx8LYO3CIRaglqPFuXSwT0C1/nnSh",
         )
         for i, name in enumerate(names)
     ]

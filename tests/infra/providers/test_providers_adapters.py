@@ -193,7 +193,8 @@ def test_hetzner_server(run: Run) -> None:
         "nbg1",
         "debian-12",
     )
-    assert server.inputs["userData"].startswith("#cloud-config\n")
+    assert is_secret(server.inputs["userData"])  # it holds the server's private host key
+    assert unwrap(server.inputs["userData"]).startswith("#cloud-config\n")
     [key] = run.mocks.of_type("hcloud:index/sshKey:SshKey")
     assert key.inputs["publicKey"].startswith("ssh-ed25519 ")
     # boots behind its public rules; the peer rules are a second firewall attached once all exist
@@ -208,7 +209,7 @@ def test_aws_instance_security_group_key_pair_and_eip(run: Run) -> None:
     instance = m.named("aws-1-instance")
     assert instance.inputs["ami"] == MOCK_AMI and instance.inputs["instanceType"] == "t3.small"
     assert instance.inputs["metadataOptions"]["httpTokens"] == "required"
-    assert instance.inputs["userData"].startswith("#cloud-config\n")
+    assert unwrap(instance.inputs["userData"]).startswith("#cloud-config\n")
     assert instance.inputs["vpcSecurityGroupIds"] == [m.ids["aws-1-security-group"]]
     # one key pair and one provider for the region, shared by both AWS nodes
     [key_pair] = m.of_type("aws:ec2/keyPair:KeyPair")
@@ -233,8 +234,8 @@ def test_gcp_instances_own_network_and_static_address(run: Run) -> None:
     one, two = m.named("gcp-1-instance"), m.named("gcp-2-instance")
     assert one.inputs["zone"] == "europe-west3-a" and two.inputs["zone"] == "europe-west3-b"
     assert one.inputs["tags"] == ["spaced-test-gcp-1"]
-    assert one.inputs["metadata"]["user-data"].startswith("#cloud-config\n")
-    assert one.inputs["metadata"]["block-project-ssh-keys"] == "TRUE"
+    assert unwrap(unwrap(one.inputs["metadata"])["user-data"]).startswith("#cloud-config\n")
+    assert unwrap(one.inputs["metadata"])["block-project-ssh-keys"] == "TRUE"
     assert one.inputs["networkInterfaces"][0]["network"] == f"{network.name}-id"
     assert one.inputs["networkInterfaces"][0]["accessConfigs"][0]["natIp"] == m.ipv4["gcp-1-address"]
     assert [a.name for a in m.of_type("gcp:compute/address:Address")] == ["gcp-1-address"]
@@ -266,7 +267,7 @@ def test_ionos_datacenter_lan_ip_block_server(run: Run) -> None:
     nic = server.inputs["nic"]
     assert nic["firewallActive"] is True and nic["firewallType"] == "INGRESS" and nic["lan"] == 1
     assert nic["ips"] == [m.ipv4["ionos-1-ip-block"]]
-    user_data = base64.b64decode(server.inputs["volume"]["userData"]).decode()
+    user_data = base64.b64decode(unwrap(unwrap(server.inputs["volume"])["userData"])).decode()
     assert user_data.startswith("#cloud-config\n")
     rules = [r for r in m.of_type("ionoscloud:compute/firewall:Firewall")]
     assert all(r.inputs["nicId"] == "ionos-1-server-nic-id" for r in rules)

@@ -32,10 +32,15 @@ class Dependency(pulumi.CustomResource):
         super().__init__("test:index:Dependency", name, {})
 
 
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDsAv6Gu3peoqR+hx8LYO3CIRaglqPFuXSwT0C1/nnSh"
+
+
 def make_hosts(server: pulumi.Resource | None = None) -> list[Host]:
     return [
-        Host("worker-a", "hetzner", "fsn1", "203.0.113.2", "10.210.0.2", "deploy", labels={"tier": "app"}),
-        Host("apex", "existing", "de", "203.0.113.1", "10.210.0.1", "deploy", manager=True, edge=True),
+        Host("worker-a", "hetzner", "fsn1", "203.0.113.2", "10.210.0.2", "deploy", labels={"tier": "app"},
+             host_key=HOST_KEY),
+        Host("apex", "existing", "de", "203.0.113.1", "10.210.0.1", "deploy", manager=True, edge=True,
+             host_key=HOST_KEY),
         Host(
             "mgr-b",
             "aws",
@@ -45,6 +50,7 @@ def make_hosts(server: pulumi.Resource | None = None) -> list[Host]:
             "admin",
             manager=True,
             resources=(server,) if server else (),
+            host_key=HOST_KEY,
         ),
     ]
 
@@ -165,6 +171,7 @@ def test_join_commands_use_the_right_token_addresses_and_delete_by_leaving(
         "port": 22.0,
         "dialErrorLimit": 30.0,
         "perDialTimeout": 30.0,
+        "hostKey": HOST_KEY,
     }
     assert manager["triggers"] == ["10.210.0.1", "10.210.0.3", "manager"]
 
