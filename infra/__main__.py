@@ -91,6 +91,7 @@ def deploy_cloud(config: stack_config.StackConfig) -> None:
         admin_ssh_cidrs=topology.admin_ssh_cidrs,
         aws_provider_settings=config.aws_provider_settings,
         authorized_keys=topology.ssh.authorized_keys,
+        existing_keys=topology.ssh.existing_keys,
         upgrade_times=upgrade_times([node.name for node in topology.nodes]),
     )
     hosts = provision_all(topology.nodes, ctx, topology.mesh.listen_port)

@@ -238,6 +238,8 @@ class SshSettings(_Model):
     public_key: str
     # Keys that may log in besides `public_key`: during a rotation, the next (or the previous) key.
     extra_public_keys: tuple[str, ...] = ()
+    # Use a key already registered in the account (name or id) instead of creating the deploy key.
+    existing_keys: dict[Literal["hetzner", "digitalocean"], str] = Field(default_factory=dict)
 
     @field_validator("user")
     @classmethod

@@ -36,6 +36,8 @@ class ProvisionContext:
     admin_ssh_cidrs: Sequence[str] = ()
     # Every key the deploy user may log in with (ssh.public_key + ssh.extra_public_keys).
     authorized_keys: Sequence[str] = ()
+    # Provider -> the name or id of an account key to use as the deploy key (ssh.existing_keys).
+    existing_keys: Mapping[str, str] = field(default_factory=dict)
     # Node name -> "HH:MM" UTC of its unattended upgrade (infra.plans.cloud_init.upgrade_times).
     upgrade_times: Mapping[str, str] = field(default_factory=dict)
     # aws.Provider keyword arguments carrying the stack's AWS credentials (see infra.config).

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_digitalocean as digitalocean
 
+from infra.plans.deploy_key import AccountKey, key_to_reuse
 from infra.plans.firewall import FirewallRule, public_rules
 from infra.providers.base import (
     ProvisionContext,
@@ -38,6 +39,30 @@ def inbound_rules(rules: Sequence[FirewallRule]) -> list[digitalocean.FirewallIn
     ]
 
 
+def own_key_name(environment: str) -> str:
+    """The name of the deploy key a stack registers itself (how it recognises its own key)."""
+    return f"spaced-{environment}-deploy"
+
+
+def deploy_key_fingerprint(ctx: ProvisionContext) -> pulumi.Input[str]:
+    """The fingerprint droplets reference: an identical key another stack registered (DigitalOcean
+    refuses duplicates), the one `ssh.existing_keys.digitalocean` names, or this stack's own."""
+    listing = digitalocean.get_ssh_keys().ssh_keys or []
+    keys = [AccountKey(str(k.id), k.name, k.fingerprint) for k in listing]
+    reuse = key_to_reuse(
+        keys,
+        ctx.ssh_public_key,
+        is_own=lambda key: key.name == own_key_name(ctx.environment),
+        named=ctx.existing_keys.get("digitalocean"),
+        provider="digitalocean",
+    )
+    if reuse is not None:
+        return reuse.fingerprint
+    return digitalocean.SshKey(
+        "digitalocean-deploy-key", name=own_key_name(ctx.environment), public_key=ctx.ssh_public_key
+    ).fingerprint
+
+
 class DigitalOceanServer(pulumi.ComponentResource):
     """One droplet, created behind its public-rules firewall."""
 
@@ -49,10 +74,7 @@ class DigitalOceanServer(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("spaced:providers:DigitalOceanServer", name, None, opts)
-        ssh_key = ctx.shared(
-            "digitalocean-deploy-key",
-            lambda: digitalocean.SshKey("digitalocean-deploy-key", public_key=ctx.ssh_public_key),
-        )
+        ssh_key_fingerprint = ctx.shared("digitalocean-deploy-key", lambda: deploy_key_fingerprint(ctx))
         self.host_key = new_host_key(name, self)
         self.tag = digitalocean.Tag(
             f"{name}-tag",
@@ -82,7 +104,7 @@ class DigitalOceanServer(pulumi.ComponentResource):
             region=node.region,
             size=node.size,
             ipv6=True,
-            ssh_keys=[ssh_key.fingerprint],
+            ssh_keys=[ssh_key_fingerprint],
             user_data=user_data(node, ctx, self.host_key),
             tags=[f"spaced-{ctx.environment}", self.tag.name],
             # Changing user data or ssh_keys replaces a droplet; running nodes keep theirs (a new deploy

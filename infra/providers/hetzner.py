@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_hcloud as hcloud
 
+from infra.plans.deploy_key import AccountKey, key_to_reuse
 from infra.plans.firewall import FirewallRule, public_rules
 from infra.providers.base import (
     ProvisionContext,
@@ -41,6 +42,25 @@ def firewall_rules(rules: Sequence[FirewallRule]) -> list[hcloud.FirewallRuleArg
     ]
 
 
+def deploy_key_id(ctx: ProvisionContext) -> pulumi.Input[str]:
+    """The id of the deploy key in the Hetzner account: an identical key another stack registered
+    (Hetzner refuses duplicates), the one `ssh.existing_keys.hetzner` names, or this stack's own."""
+    listing = hcloud.get_ssh_keys().ssh_keys or []
+    keys = [AccountKey(str(k.id), k.name, k.fingerprint, dict(k.labels or {})) for k in listing]
+    reuse = key_to_reuse(
+        keys,
+        ctx.ssh_public_key,
+        is_own=lambda key: key.labels.get("spaced-environment") == ctx.environment,
+        named=ctx.existing_keys.get("hetzner"),
+        provider="hetzner",
+    )
+    if reuse is not None:
+        return reuse.id
+    return hcloud.SshKey(
+        "hetzner-deploy-key", public_key=ctx.ssh_public_key, labels={"spaced-environment": ctx.environment}
+    ).id
+
+
 class HetznerServer(pulumi.ComponentResource):
     """One Hetzner Cloud server behind a firewall with its public rules."""
 
@@ -48,14 +68,7 @@ class HetznerServer(pulumi.ComponentResource):
         self, name: str, node: HetznerNode, ctx: ProvisionContext, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("spaced:providers:HetznerServer", name, None, opts)
-        ssh_key = ctx.shared(
-            "hetzner-deploy-key",
-            lambda: hcloud.SshKey(
-                "hetzner-deploy-key",
-                public_key=ctx.ssh_public_key,
-                labels={"spaced-environment": ctx.environment},
-            ),
-        )
+        ssh_key_id = ctx.shared("hetzner-deploy-key", lambda: deploy_key_id(ctx))
         child = pulumi.ResourceOptions(parent=self)
         self.host_key = new_host_key(name, self)
         self.public_firewall = hcloud.Firewall(
@@ -70,7 +83,7 @@ class HetznerServer(pulumi.ComponentResource):
             server_type=node.size,
             image=node.image,
             location=node.region,
-            ssh_keys=[ssh_key.id],
+            ssh_keys=[ssh_key_id],
             user_data=user_data(node, ctx, self.host_key),
             public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
             # Attached at creation: the server boots behind its firewall.

@@ -220,7 +220,11 @@ def test_aws_instance_security_group_key_pair_and_eip(run: Run) -> None:
     assert eip.inputs["instance"].startswith("i-0")
     # the Debian AMI lookup asks for the right architecture: arm64 for the Graviton t4g node
     architectures = sorted(
-        f["values"][0] for c in m.calls for f in c.args["filters"] if f["name"] == "architecture"
+        f["values"][0]
+        for c in m.calls
+        if c.token == "aws:ec2/getAmi:getAmi"
+        for f in c.args["filters"]
+        if f["name"] == "architecture"
     )
     assert architectures == ["arm64", "x86_64"]
     egress = m.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
