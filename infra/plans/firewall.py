@@ -85,13 +85,47 @@ def split_families(sources: Sequence[Any]) -> tuple[list[Any], list[Any]]:
     return v4, v6
 
 
+# Interfaces whose traffic to a published port comes from this host's own containers.
+CONTAINER_INTERFACES = ("docker0", "docker_gwbridge", "br-*")
+
+
+def _accept_lines(rules: Sequence[FirewallRule], port_match: str) -> list[str]:
+    """One accept line per rule and address family; `port_match` is e.g. "tcp dport" (input) or
+    "meta l4proto tcp ct original proto-dst" (published ports, matched before Docker's DNAT)."""
+    lines = []
+    for rule in rules:
+        v4, v6 = split_families(rule.sources)
+        match = port_match.format(protocol=rule.protocol)
+        for family, sources in (("ip", v4), ("ip6", v6)):
+            if not sources:
+                continue
+            if ANYWHERE_V4 in sources or ANYWHERE_V6 in sources:
+                lines.append(
+                    f"    meta nfproto {'ipv4' if family == 'ip' else 'ipv6'} "
+                    f'{match} {rule.port} accept comment "{rule.description}"'
+                )
+            else:
+                joined = ", ".join(str(s) for s in sources)
+                lines.append(
+                    f"    {family} saddr {{ {joined} }} {match} {rule.port} accept "
+                    f'comment "{rule.description}"'
+                )
+    return lines
+
+
 def nftables_script(rules: Sequence[FirewallRule], mesh_interface: str = "wg0") -> str:
     """An nftables ruleset for an adopted host (no cloud firewall in front of it), all strings resolved.
 
     Own table `inet spaced`: it leaves Docker's iptables-nft tables alone. A drop in any base chain
     drops the packet, so this filter applies even though Docker's chains accept. Traffic arriving on
     the mesh interface is trusted: the swarm talks over it.
+
+    Two hooks: `input` (traffic to the host) and `forward`, because a port Docker publishes is
+    DNAT-ed to a container and forwarded past `input`. New forwarded connections that Docker
+    DNAT-ed from outside must match a rule by their original destination port (`ct original
+    proto-dst`): an address outside the allowed ranges cannot reach a published port either.
     """
+    local_interfaces = ", ".join(f'"{name}"' for name in ("lo", mesh_interface, *CONTAINER_INTERFACES))
     lines = [
         "table inet spaced",  # create-then-delete makes the load idempotent
         "delete table inet spaced",
@@ -106,24 +140,22 @@ def nftables_script(rules: Sequence[FirewallRule], mesh_interface: str = "wg0") 
         "    ip protocol icmp icmp type { echo-request, destination-unreachable, time-exceeded } accept",
         "    ip6 nexthdr icmpv6 icmpv6 type { echo-request, destination-unreachable, packet-too-big,"
         " time-exceeded, nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } accept",
+        *_accept_lines(rules, "{protocol} dport"),
+        "  }",
+        "  chain forward {",
+        # Only published ports (DNAT-ed connections) are filtered here; containers' own traffic and
+        # the overlay's pass on to Docker's chains.
+        "    type filter hook forward priority filter; policy accept;",
+        "    ct state established,related accept",
+        "    ct status dnat jump published",
+        "  }",
+        "  chain published {",
+        f"    iifname {{ {local_interfaces} }} accept",
+        *_accept_lines(rules, "meta l4proto {protocol} ct original proto-dst"),
+        '    counter drop comment "published port from outside the allowed ranges"',
+        "  }",
+        "}",
     ]
-    for rule in rules:
-        v4, v6 = split_families(rule.sources)
-        for family, sources in (("ip", v4), ("ip6", v6)):
-            if not sources:
-                continue
-            if ANYWHERE_V4 in sources or ANYWHERE_V6 in sources:
-                lines.append(
-                    f"    meta nfproto {'ipv4' if family == 'ip' else 'ipv6'} "
-                    f'{rule.protocol} dport {rule.port} accept comment "{rule.description}"'
-                )
-            else:
-                joined = ", ".join(str(s) for s in sources)
-                lines.append(
-                    f"    {family} saddr {{ {joined} }} {rule.protocol} dport {rule.port} accept "
-                    f'comment "{rule.description}"'
-                )
-    lines += ["  }", "}"]
     return "\n".join(lines) + "\n"
 
 
