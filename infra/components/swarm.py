@@ -98,14 +98,42 @@ class Swarm(pulumi.ComponentResource):
         first_host = hosts[first.name]
         manager_connection = connection(first_host)
 
+        # A replaced first manager must join the swarm the other managers still run, not start a
+        # second one: each other manager offers its address and manager token (a secret) to init.
+        # The first manager's server identity is part of these commands' stdin, so its replacement
+        # runs them again as an update (a trigger would replace init, whose delete leaves the swarm).
+        first_server = pulumi.Output.from_input(first_host.server_id or "").apply(str)
+        probes = [
+            command(
+                f"{name}-{other.name}-manager-probe",
+                connection=connection(hosts[other.name]),
+                create=plan.bash_command(plan.manager_probe_script()),
+                stdin=first_server.apply(lambda server: f"# first manager server {server}\n"),
+                logging=remote.Logging.NONE,
+                opts=pulumi.ResourceOptions.merge(
+                    options(hosts[other.name]), pulumi.ResourceOptions(additional_secret_outputs=["stdout"])
+                ),
+            )
+            for other in swarm_plan.joining
+            if other.manager
+        ]
+        offers = pulumi.Output.secret(
+            pulumi.Output.all(first_server, *[probe.stdout for probe in probes]).apply(
+                lambda values: f"# first manager server {values[0]}\n" + "".join(values[1:])
+            )
+        )
         init = command(
             f"{name}-{first.name}-init",
             connection=manager_connection,
-            create=plan.bash_command(plan.init_script(first.mesh_ip)),
+            create=plan.bash_command(plan.init_script(first.mesh_ip, node_name=first.name)),
+            stdin=offers,
             # Destroying the swarm: the first manager goes last (every join depends on it).
             delete=plan.bash_command(plan.leave_script(force=True)),
             triggers=[first.mesh_ip],
-            opts=options(first_host),
+            logging=remote.Logging.STDERR,
+            opts=pulumi.ResourceOptions.merge(
+                options(first_host, *probes), pulumi.ResourceOptions(additional_secret_outputs=["stdin"])
+            ),
         )
         tokens = command(
             f"{name}-join-tokens",

@@ -35,6 +35,7 @@ NODE_VISIBLE_TIMEOUT_S = 120
 DRAIN_TIMEOUT_S = 300
 NODE_DOWN_TIMEOUT_S = 120
 POLL_INTERVAL_S = 2
+MANAGER_PROBE_TIMEOUT_S = 5
 
 _NODE_ID = re.compile(r"^[a-z0-9]{25}$")
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -197,17 +198,42 @@ def _print_node_id() -> str:
 def init_script(
     mesh_ip: str,
     *,
+    node_name: str | None = None,
     cloud_init_timeout_s: int = CLOUD_INIT_TIMEOUT_S,
     docker_timeout_s: int = DOCKER_TIMEOUT_S,
+    probe_timeout_s: int = MANAGER_PROBE_TIMEOUT_S,
 ) -> str:
-    """Initialise the swarm on the first manager, advertising and listening on its mesh address.
+    """Make the first manager part of the swarm, advertising and listening on its mesh address.
 
-    Skips an already active swarm. Prints the node id.
+    Initialises a swarm only when no existing manager answers. On stdin it reads the other managers
+    as `<host:port> <manager join token>` lines (the output of `manager_probe_script` on each, a
+    secret; empty on a new stack); if one of them answers, this host joins that swarm as a manager
+    instead: a replaced first manager must not start a second swarm. After such a join, the
+    replaced node's old entry (same `spaced.node` label, down) is demoted and removed. Skips an
+    already active swarm. Prints the node id.
     """
     ip = shlex.quote(mesh_ip)
     listen = shlex.quote(f"{mesh_ip}:{SWARM_PORT}")
+    name = shlex.quote(node_name or "")
+    label_format = shlex.quote(f'{{{{index .Spec.Labels "{NODE_NAME_LABEL}"}}}}')
     return (
-        _header(f"initialise the swarm on {mesh_ip}")
+        _header(f"initialise the swarm on {mesh_ip}, or join the managers that answer")
+        + f"""join_addr=""
+join_token=""
+answers() {{
+  timeout {probe_timeout_s} bash -c 'exec 3<>"/dev/tcp/${{1%:*}}/${{1##*:}}"' _ "$1" 2>/dev/null
+}}
+while read -r candidate_addr candidate_token; do
+  [ -n "$candidate_addr" ] || continue
+  [[ "$candidate_token" =~ ^SWMTKN-[A-Za-z0-9-]+$ ]] || continue
+  if answers "$candidate_addr"; then
+    join_addr=$candidate_addr
+    join_token=$candidate_token
+    break
+  fi
+  log "manager $candidate_addr does not answer"
+done
+"""
         + wait_for_cloud_init(cloud_init_timeout_s)
         + _wait_for_docker(docker_timeout_s)
         + f"""state=$(swarm_state)
@@ -222,9 +248,25 @@ case "$state" in
     fi
     log "the swarm is already active; not initialising" ;;
   inactive)
-    # The output holds the worker join token: keep it out of the logs.
-    dk swarm init --advertise-addr {ip} --listen-addr {listen} >/dev/null
-    log "initialised the swarm on "{ip} ;;
+    if [ -n "$join_addr" ]; then
+      # A swarm exists (this host was replaced): join it as a manager instead of making a second one.
+      dk swarm join --token "$join_token" --advertise-addr {ip} --listen-addr {listen} "$join_addr" >/dev/null
+      log "joined the existing swarm of $join_addr as a manager"
+      self_id=$(dk info --format '{{{{.Swarm.NodeID}}}}')
+      if [ -n {name} ]; then
+        for stale in $(dk node ls --quiet); do
+          [ "$stale" != "$self_id" ] || continue
+          [ "$(dk node inspect --format {label_format} "$stale")" = {name} ] || continue
+          [ "$(dk node inspect --format '{{{{.Status.State}}}}' "$stale")" = down ] || continue
+          dk node demote "$stale" >/dev/null 2>&1 || true
+          dk node rm --force "$stale" >/dev/null && log "removed the replaced node's old entry $stale"
+        done
+      fi
+    else
+      # The output holds the worker join token: keep it out of the logs.
+      dk swarm init --advertise-addr {ip} --listen-addr {listen} >/dev/null
+      log "initialised the swarm on "{ip}
+    fi ;;
   locked)
     fail "the swarm is locked (autolock); unlock it with 'docker swarm unlock' and run again" ;;
   *)
@@ -232,6 +274,22 @@ case "$state" in
 esac
 """
         + _print_node_id()
+    )
+
+
+def manager_probe_script(*, docker_timeout_s: int = DOCKER_TIMEOUT_S) -> str:
+    """On a manager other than the first: print `<mesh address>:2377 <manager join token>` if this
+    host is an active manager of a swarm, nothing otherwise (a new stack). The output is a secret;
+    it feeds `init_script`'s stdin."""
+    return (
+        _header("offer this manager to a replaced first manager")
+        + _wait_for_docker(docker_timeout_s, give_up="skip")
+        + f"""control=$(dk info --format '{{{{.Swarm.ControlAvailable}}}}')
+if [ "$(swarm_state)" = active ] && [ "$control" = true ]; then
+  address=$(dk info --format '{{{{.Swarm.NodeAddr}}}}')
+  printf '%s:{SWARM_PORT} %s\n' "$address" "$(dk swarm join-token -q manager)"
+fi
+"""
     )
 
 

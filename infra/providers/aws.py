@@ -128,7 +128,9 @@ class AwsServer(pulumi.ComponentResource):
             public_ipv4 = self.elastic_ip.public_ip
         else:
             public_ipv4 = self.instance.public_ip
-        self.host = build_host(node, ctx, self, public_ipv4, host_key=public_host_key(self.host_key))
+        self.host = build_host(
+            node, ctx, self, public_ipv4, host_key=public_host_key(self.host_key), server_id=self.instance.id
+        )
         self.authorized_keys = authorized_keys_command(
             self.host, ctx, self, [self.instance, *([self.elastic_ip] if node.static_ip else [])]
         )

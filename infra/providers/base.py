@@ -131,6 +131,7 @@ def build_host(
     public_ipv6: pulumi.Input[str] | None = None,
     *,
     host_key: pulumi.Input[str] | None = None,
+    server_id: pulumi.Input[str] | None = None,
 ) -> Host:
     """The Host of a provisioned node: its topology settings, the stack's SSH user and mesh address,
     and the node's component as what later steps wait for."""
@@ -141,6 +142,7 @@ def build_host(
         public_ipv4=public_ipv4,
         public_ipv6=public_ipv6,
         host_key=host_key,
+        server_id=server_id,
         mesh_ip=ctx.mesh_ips[node.name],
         ssh_user=ctx.ssh_user,
         manager=node.manager,

@@ -121,6 +121,7 @@ class DigitalOceanServer(pulumi.ComponentResource):
             self.droplet.ipv4_address,
             self.droplet.ipv6_address,
             host_key=public_host_key(self.host_key),
+            server_id=self.droplet.id,
         )
         self.authorized_keys = authorized_keys_command(self.host, ctx, self, [self.droplet])
         self.register_outputs({"ipv4": self.droplet.ipv4_address, "ipv6": self.droplet.ipv6_address})

@@ -35,7 +35,15 @@ class ExistingServer(pulumi.ComponentResource):
                 f"node {node.name!r} is adopted over SSH but spaced:sshPrivateKey is not set; "
                 "run: pulumi config set --secret spaced:sshPrivateKey < ~/.ssh/spaced_deploy"
             )
-        self.host = build_host(node, ctx, self, node.public_ipv4, node.public_ipv6, host_key=node.host_key)
+        self.host = build_host(
+            node,
+            ctx,
+            self,
+            node.public_ipv4,
+            node.public_ipv6,
+            host_key=node.host_key,
+            server_id=node.host_key,
+        )
         # Pins the host key the topology carries: another server at this address stops the run here.
         self.connection = ssh_connection(self.host, ctx.ssh_private_key)
         # Rules known now; `protect` loads them together with the peer rules as one ruleset.

@@ -84,7 +84,9 @@ class GcpServer(pulumi.ComponentResource):
             if node.static_ip
             else self.instance.network_interfaces.apply(lambda nics: nics[0].access_configs[0].nat_ip)
         )
-        self.host = build_host(node, ctx, self, public_ipv4, host_key=public_host_key(self.host_key))
+        self.host = build_host(
+            node, ctx, self, public_ipv4, host_key=public_host_key(self.host_key), server_id=self.instance.id
+        )
         # metadata (user data with its keys) is ignored on running instances: keys rotate over SSH.
         self.authorized_keys = authorized_keys_command(self.host, ctx, self, [self.instance])
         self.register_outputs({"ipv4": public_ipv4})

@@ -100,6 +100,7 @@ class HetznerServer(pulumi.ComponentResource):
             self.server.ipv4_address,
             self.server.ipv6_address,
             host_key=public_host_key(self.host_key),
+            server_id=self.server.id,
         )
         self.authorized_keys = authorized_keys_command(self.host, ctx, self, [self.server])
         self.register_outputs({"ipv4": self.server.ipv4_address, "ipv6": self.server.ipv6_address})

@@ -79,7 +79,9 @@ class IonosServer(pulumi.ComponentResource):
             public_rules(node.edge, ctx.admin_ssh_cidrs),
             child,
         )
-        self.host = build_host(node, ctx, self, public_ipv4, host_key=public_host_key(self.host_key))
+        self.host = build_host(
+            node, ctx, self, public_ipv4, host_key=public_host_key(self.host_key), server_id=self.server.id
+        )
         # ssh_keys and the user data are ignored on running servers: the deploy key rotates over SSH.
         self.authorized_keys = authorized_keys_command(
             self.host, ctx, self, [self.server, *self.public_rules]

@@ -93,6 +93,7 @@ def test_commands_per_host(pulumi_mocks: tuple[CommandMocks, RecordingMonitor]) 
             "swarm-apex-init",
             "swarm-join-tokens",
             "swarm-apex-labels",
+            "swarm-mgr-b-manager-probe",  # the other manager offers itself to a replaced first manager
             *(
                 f"swarm-{node}-{role}"
                 for node in ("worker-a", "mgr-b")
@@ -113,7 +114,7 @@ def test_init_and_tokens_run_on_the_first_manager_over_its_mesh_address(
     init = inputs(monitor, "swarm-apex-init")
     connection, _ = unwrap(init["connection"])
     assert (connection["host"], connection["user"]) == ("203.0.113.1", "deploy")
-    assert init["create"] == plan.bash_command(plan.init_script("10.210.0.1"))
+    assert init["create"] == plan.bash_command(plan.init_script("10.210.0.1", node_name="apex"))
     assert "--advertise-addr 10.210.0.1 --listen-addr 10.210.0.1:2377" in init["create"]
     assert init["delete"] == plan.bash_command(plan.leave_script(force=True))
     tokens = inputs(monitor, "swarm-join-tokens")
