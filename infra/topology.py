@@ -295,6 +295,10 @@ class DnsSettings(_Model):
     provider: str = "none"
     adopt_existing: bool = False
     ttl: int = Field(default=300, ge=60, le=86400)
+    # Publish AAAA records for nodes with an IPv6 address. Off by default: an AAAA record sends
+    # IPv6 clients to the edge, which must then serve 80/443 over IPv6 too (Docker publishes on
+    # IPv6 only with ip6tables enabled), or those clients fail.
+    ipv6: bool = False
 
     @field_validator("provider")
     @classmethod
