@@ -1,5 +1,5 @@
 # The two commands of the README. Both work on a fresh Debian machine as root.
-.PHONY: up down test deps services lint
+.PHONY: up down test deps services lint lock upgrade
 
 up: deps services
 	.venv/bin/spaced up local
@@ -19,3 +19,10 @@ services:
 
 lint:
 	.venv/bin/ruff check .
+
+# Python dependencies: requirements/*.lock (pinned, hashed) are what every install uses.
+lock:     # after editing pyproject.toml: resolve again, keeping the pins that still fit
+	bash scripts/lock.sh
+
+upgrade:  # every Python dependency to its newest allowed version; then `make test`
+	bash scripts/lock.sh --upgrade

@@ -24,6 +24,7 @@ from collections.abc import Sequence  # noqa: E402
 import pulumi  # noqa: E402
 
 from infra import config as stack_config  # noqa: E402
+from infra.app_stack.environments import settings_for_environment, settings_for_topology  # noqa: E402
 from infra.components.app_stack import AppStack, AppStackArgs  # noqa: E402
 from infra.components.mesh import Mesh, MeshArgs  # noqa: E402
 from infra.components.swarm import Swarm, SwarmArgs  # noqa: E402
@@ -116,12 +117,7 @@ def deploy_cloud(config: stack_config.StackConfig) -> None:
     )
     app = AppStack(
         "app",
-        AppStackArgs(
-            environment=topology.environment,
-            docker_host=swarm.docker_host,
-            domain=topology.site_domain,
-            acme_email=topology.acme_email,
-        ),
+        AppStackArgs(settings_for_topology(topology), docker_host=swarm.docker_host),
         opts=pulumi.ResourceOptions(depends_on=[swarm, *dns_resources]),
     )
     export_outputs(topology, hosts, records, swarm, app)
@@ -129,15 +125,7 @@ def deploy_cloud(config: stack_config.StackConfig) -> None:
 
 def deploy_local(topology: Topology) -> None:
     """The application stack on the local Docker engine; no servers, no DNS."""
-    app = AppStack(
-        "app",
-        AppStackArgs(
-            environment=topology.environment,
-            docker_host=None,
-            domain=topology.domain,
-            acme_email=topology.acme_email,
-        ),
-    )
+    app = AppStack("app", AppStackArgs(settings_for_environment(topology.environment), docker_host=None))
     export_outputs(topology, [], [], None, app)
 
 

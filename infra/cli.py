@@ -5,6 +5,8 @@
     spaced status [ENV] [--docker-host ssh://user@manager]
     spaced render ENV [--out DIR] [--no-cadvisor]
     spaced token [ENV] [--doc GLOB] [--read-only] [--ttl SECONDS]
+    spaced deploy [ENV] [--settings FILE|-] [--docker-host ssh://…] [--remove]
+    spaced images [--only item_socket,…] [--json]
 
 Cloud environments are deployed by `pulumi up --stack <env>` (the same renderer and deploy function).
 Every failure ends in one line `ERROR (<Kind>): <message>` that names what to do next; `--debug`
@@ -15,27 +17,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from infra.app_stack.deploy import (
-    DEFAULT_TIMEOUT,
-    DeployError,
-    DockerRunner,
-    deploy,
-    ensure_swarm_manager,
-    remove,
-    service_list_command,
-)
+from infra.app_stack import commands
+from infra.app_stack.deploy import DEFAULT_TIMEOUT, deploy, ensure_swarm_manager, remove
 from infra.app_stack.environments import settings_for_environment
-from infra.app_stack.model import LOCAL_ENVIRONMENT, StackSettings, StackSettingsError
+from infra.app_stack.local import mint_token, prepare_local, read_jwt_secret
+from infra.app_stack.model import LOCAL_ENVIRONMENT, StackSettings
 from infra.app_stack.render import render_stack, write_stack
+from infra.docker_cli import DockerRunner
+from infra.errors import SpacedError
+from infra.images import BUILT_SERVICES, DEFAULT_CACHE_DIR, build_images
 
 
-class CliError(Exception):
+class CliError(SpacedError):
     """A failure the CLI reports as `ERROR (<kind>): <message>`."""
 
     def __init__(self, kind: str, message: str) -> None:
@@ -59,8 +60,6 @@ def _local_only(command: str, environment: str) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Local: swarm, ports, images, deploy, wait, print the URLs."""
-    from infra.app_stack.local import mint_token, prepare_local, read_jwt_secret
-
     _local_only("up", args.env)
     settings = prepare_local(_settings(args), DockerRunner(), _progress)
     result = deploy(settings, progress=_progress, timeout=args.timeout)
@@ -87,8 +86,6 @@ def _urls(settings: StackSettings, token: str, secrets_dir: Path) -> str:
 
 
 def _env_with_prometheus_port(args: argparse.Namespace) -> dict[str, str] | None:
-    import os
-
     if getattr(args, "prometheus_port", None) is None:
         return None
     return {**os.environ, "SPACED_PROMETHEUS_PORT": str(args.prometheus_port)}
@@ -104,22 +101,34 @@ def _settings(args: argparse.Namespace) -> StackSettings:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    """Remove the local stack (volumes and secrets stay)."""
+    """Remove the local stack and wait until its containers and networks are gone (volumes and
+    secrets stay)."""
     _local_only("down", args.env)
     settings = _settings(args)
-    runner = DockerRunner()
-    runner.run(["docker", "info", "--format", "{{.ServerVersion}}"])
-    remove(settings.stack_name, progress=_progress)
+    DockerRunner().run(commands.engine_version_command())
+    remove(settings.stack_name, progress=_progress, timeout=args.timeout)
     return 0
 
 
+def service_ports(service: Mapping[str, Any]) -> str:
+    """Published ports of one `docker service inspect` object, e.g. "8080->80/tcp (host)"."""
+    ports = (service.get("Spec", {}).get("EndpointSpec") or {}).get("Ports") or []
+    return ", ".join(
+        f"{p['PublishedPort']}->{p['TargetPort']}/{p.get('Protocol', 'tcp')} "
+        f"({p.get('PublishMode', 'ingress')})"
+        for p in ports
+        if "PublishedPort" in p
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    """Table of the stack's services on the environment's engine."""
+    """Table of the stack's services on the environment's engine, with their published ports."""
     settings = _settings(args)
     runner = DockerRunner(docker_host=args.docker_host)
     ensure_swarm_manager(runner)
     rows = [
-        json.loads(line) for line in runner.run(service_list_command(settings.stack_name)).stdout.splitlines()
+        json.loads(line)
+        for line in runner.run(commands.service_list_command(settings.stack_name)).stdout.splitlines()
     ]
     where = f"https://{settings.domain}/" if settings.domain else f"http://localhost:{settings.http_port}/"
     print(f"environment {settings.environment}, stack {settings.stack_name} at {where}")
@@ -127,10 +136,49 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not rows:
         print("(no services: the stack is not deployed)")
         return 0
-    print(f"{'SERVICE':<24} {'MODE':<11} {'REPLICAS':<10} {'PORTS':<22} IMAGE")
+    inspected = json.loads(runner.run(commands.service_inspect_command([r["Name"] for r in rows])).stdout)
+    ports = {service["Spec"]["Name"]: service_ports(service) for service in inspected}
+    print(f"{'SERVICE':<24} {'MODE':<11} {'REPLICAS':<10} {'PORTS':<26} IMAGE")
     for row in sorted(rows, key=lambda r: r["Name"]):
-        ports = row.get("Ports", "")
-        print(f"{row['Name']:<24} {row['Mode']:<11} {row['Replicas']:<10} {ports:<22} {row['Image']}")
+        shown = ports.get(row["Name"]) or "-"
+        print(f"{row['Name']:<24} {row['Mode']:<11} {row['Replicas']:<10} {shown:<26} {row['Image']}")
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Deploy (or, with --remove, remove) an environment's stack and wait: what the Pulumi AppStack
+    component and CI pipelines run. Settings come as JSON (`--settings FILE`, `-` = stdin, as the
+    component passes them) or from the environment's stack file."""
+    if args.settings:
+        text = sys.stdin.read() if args.settings == "-" else Path(args.settings).read_text()
+        settings = StackSettings.from_json(text)
+    elif args.env:
+        settings = settings_for_environment(args.env)
+    else:
+        raise CliError("BadArguments", "spaced deploy needs an environment name or --settings FILE|-")
+    if args.remove:
+        remove(settings.stack_name, docker_host=args.docker_host, progress=_progress, timeout=args.timeout)
+        return 0
+    if settings.is_local:
+        settings = prepare_local(settings, DockerRunner(args.docker_host), _progress)
+    deploy(settings, docker_host=args.docker_host, progress=_progress, timeout=args.timeout)
+    return 0
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    """Build the stack's images (or find them by their content tags) on the engine."""
+    services = [s.strip() for s in args.only.split(",") if s.strip()]
+    progress = (lambda message: print(message, file=sys.stderr)) if args.json else print
+    cache_dir = Path(os.environ.get("SPACED_CACHE_DIR", DEFAULT_CACHE_DIR))
+    started = time.monotonic()
+    results = build_images(services, docker_host=args.docker_host, cache_dir=cache_dir, progress=progress)
+    if args.json:
+        print(json.dumps({r.service: r.reference for r in results}, indent=2))
+        return 0
+    for result in results:
+        state = f"built in {result.seconds:.1f}s" if result.built else "up to date"
+        print(f"{result.service:14} {result.reference:40} {state}")
+    print(f"images: done in {time.monotonic() - started:.1f}s")
     return 0
 
 
@@ -147,8 +195,6 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     """Print a JWT for the board page / Yjs clients, signed with the environment's secret."""
-    from infra.app_stack.local import mint_token, read_jwt_secret
-
     try:
         secret = read_jwt_secret(args.env)
     except FileNotFoundError as exc:
@@ -177,8 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     with_switches(up)
     up.set_defaults(func=cmd_up)
 
-    down = sub.add_parser("down", help="remove the local stack (volumes and secrets stay)")
+    down = sub.add_parser("down", help="remove the local stack and wait until it is gone (volumes stay)")
     down.add_argument("env", help="local")
+    down.add_argument("--timeout", type=float, default=120.0, help="seconds to wait until it is gone")
     down.set_defaults(func=cmd_down)
 
     status = sub.add_parser("status", help="the stack's services and their replicas")
@@ -202,6 +249,25 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--read-only", action="store_true")
     token.add_argument("--ttl", type=int, default=86400, help="seconds until it expires")
     token.set_defaults(func=cmd_token)
+    deploy_parser = sub.add_parser(
+        "deploy", help="deploy an environment's stack to a swarm and wait (what pulumi up runs)"
+    )
+    deploy_parser.add_argument("env", nargs="?", default=None, help="environment (or give --settings)")
+    deploy_parser.add_argument("--settings", default=None, help="stack settings JSON file, - = stdin")
+    deploy_parser.add_argument(
+        "--docker-host", default=None, help="e.g. ssh://deploy@<manager> (default: DOCKER_HOST)"
+    )
+    deploy_parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait")
+    deploy_parser.add_argument("--remove", action="store_true", help="remove the stack instead")
+    deploy_parser.set_defaults(func=cmd_deploy)
+
+    images = sub.add_parser("images", help="build the stack's images locally (no registry)")
+    images.add_argument(
+        "--only", default=",".join(BUILT_SERVICES), help=f"comma-separated, of {','.join(BUILT_SERVICES)}"
+    )
+    images.add_argument("--docker-host", default=None, help="engine address (default: DOCKER_HOST or local)")
+    images.add_argument("--json", action="store_true", help="print {service: reference} as JSON on stdout")
+    images.set_defaults(func=cmd_images)
     return parser
 
 
@@ -223,11 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _kind(exc: Exception) -> str:
-    if isinstance(exc, CliError | DeployError):
-        return exc.kind
-    if isinstance(exc, StackSettingsError):
-        return "BadSettings"
-    return "InternalError"
+    return exc.kind if isinstance(exc, SpacedError) else "InternalError"
 
 
 if __name__ == "__main__":

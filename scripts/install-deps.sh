@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh Debian machine (run as root):
 # Debian packages, the Python virtualenv with the project, and the npm packages of the tests and the web page.
-# Idempotent: a second run only checks.
+# Idempotent: a second run only checks (a few seconds); a changed lock installs what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,16 +31,31 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# Python: the virtualenv holds exactly requirements/dev.lock (pinned, hashed; scripts/lock.sh writes
+# it) plus the project itself, editable. uv, pinned in the lock too, installs it. With nothing
+# changed since the last run (same lock, same pyproject.toml) this only checks.
 # A venv cut short (no pip) is made again rather than half-used.
 if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/pip ]; then
   python3 -m venv --clear .venv
 fi
-.venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[infra,dev]'
+uv_version=$(sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements/dev.lock)
+if [ "$(.venv/bin/uv --version 2>/dev/null | cut -d' ' -f2)" != "$uv_version" ]; then
+  .venv/bin/pip install -q --disable-pip-version-check "uv==$uv_version"
+fi
+python_stamp=$(cat requirements/dev.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat .venv/.spaced-lock 2>/dev/null)" != "$python_stamp" ] \
+   || ! .venv/bin/python -c 'import infra, item_socket' 2>/dev/null; then
+  echo "install-deps: syncing .venv with requirements/dev.lock"
+  .venv/bin/uv pip sync -q --python .venv/bin/python --require-hashes requirements/dev.lock
+  .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
+  echo "$python_stamp" > .venv/.spaced-lock
+fi
 
-if [ -f package-lock.json ]; then
+# npm: `npm ci` only when package-lock.json changed since it last ran (it always starts from nothing).
+npm_stamp=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ "$(cat node_modules/.spaced-lock 2>/dev/null)" != "$npm_stamp" ]; then
+  echo "install-deps: npm ci"
   npm ci --no-audit --no-fund --loglevel=error
-else
-  npm install --no-audit --no-fund --loglevel=error
+  echo "$npm_stamp" > node_modules/.spaced-lock
 fi
 echo "install-deps: done"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the servers the local stack and the tests need, if they are not running:
-# the Docker engine (in swarm mode). Bounded waits; prints where the logs are.
+# the Docker engine. Bounded waits; prints where the logs are. (`spaced up local` and the
+# test fixtures make it a swarm manager when they need one.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -24,7 +24,7 @@ from infra.app_stack.model import (
     StackSettings,
     StackSettingsError,
 )
-from infra.topology import TopologyError, load_topology
+from infra.topology import Topology, TopologyError, load_topology
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STACKS_DIR = REPO_ROOT / "stacks"
@@ -110,22 +110,7 @@ def settings_for_environment(
             prometheus_port=prometheus_port or None,
             include_cadvisor=include_cadvisor,
         )
-    else:
-        topology = read_topology(environment, stacks_dir) if domain is None or acme_email is None else {}
-        declared = topology.get("environment", environment) if topology else environment
-        if declared != environment:
-            raise StackSettingsError(
-                f"stacks/Pulumi.{environment}.yaml: config/spaced:topology/environment is {declared!r}, "
-                f"expected {environment!r}"
-            )
-        if topology and domain is None:
-            # The same public name the Pulumi program gives AppStack: the edge node's first DNS name.
-            try:
-                domain = load_topology(topology).site_domain
-            except TopologyError as error:
-                raise StackSettingsError(f"stacks/Pulumi.{environment}.yaml: {error}") from None
-        # Let's Encrypt only needs a mailbox for expiry notices; RFC 2142's hostmaster@ is the default.
-        acme_email = acme_email or topology.get("acme_email") or (f"hostmaster@{domain}" if domain else None)
+    elif domain is not None and acme_email is not None:
         settings = StackSettings(
             environment=environment,
             images=merged_images,
@@ -134,5 +119,57 @@ def settings_for_environment(
             prometheus_port=None,
             include_cadvisor=include_cadvisor,
         )
+    else:
+        raw = read_topology(environment, stacks_dir)
+        declared = raw.get("environment", environment)
+        if declared != environment:
+            raise StackSettingsError(
+                f"stacks/Pulumi.{environment}.yaml: config/spaced:topology/environment is {declared!r}, "
+                f"expected {environment!r}"
+            )
+        try:
+            topology = load_topology(raw)
+        except TopologyError as error:
+            raise StackSettingsError(f"stacks/Pulumi.{environment}.yaml: {error}") from None
+        return settings_for_topology(
+            topology,
+            images=images,
+            include_cadvisor=include_cadvisor,
+            env=env,
+            domain=domain,
+            acme_email=acme_email,
+        )
+    settings.validate()
+    return settings
+
+
+def settings_for_topology(
+    topology: Topology,
+    *,
+    images: Mapping[str, str] | None = None,
+    include_cadvisor: bool | None = None,
+    env: Mapping[str, str] | None = None,
+    domain: str | None = None,
+    acme_email: str | None = None,
+) -> StackSettings:
+    """Validated settings of a cloud environment from its already loaded topology (what the Pulumi
+    program hands the AppStack component: the stack file is read and validated once).
+
+    The public name is the edge node's first DNS name (`Topology.site_domain`); Let's Encrypt's
+    mailbox defaults to RFC 2142's hostmaster@ of it. Raises StackSettingsError on a bad setting.
+    """
+    env = os.environ if env is None else env
+    if include_cadvisor is None:
+        include_cadvisor = env.get("SPACED_NO_CADVISOR", "").lower() not in TRUTHY
+    domain = domain or topology.site_domain
+    acme_email = acme_email or topology.acme_email or (f"hostmaster@{domain}" if domain else None)
+    settings = StackSettings(
+        environment=topology.environment,
+        images=default_images(topology.environment, env) | dict(images or {}),
+        domain=domain,
+        acme_email=acme_email,
+        prometheus_port=None,
+        include_cadvisor=include_cadvisor,
+    )
     settings.validate()
     return settings

@@ -10,83 +10,39 @@ from pathlib import Path
 
 import jwt
 
-from infra.app_stack.deploy import (
-    DeployError,
-    DockerRunner,
-    PortInUseError,
-    Progress,
-    SwarmInactiveError,
-    secrets_dir_for,
-    service_inspect_command,
-    service_list_command,
-)
+from infra.app_stack import commands
+from infra.app_stack.deploy import Progress, stack_leftovers, wait_until_gone
+from infra.app_stack.errors import PortInUseError, SwarmInactiveError
 from infra.app_stack.model import StackSettings
 from infra.app_stack.services.item_socket import JWT_SECRET
-
-
-class ImagesUnavailableError(DeployError):
-    """The local image builder (infra.images) cannot be imported."""
-
-    kind = "ImagesUnavailable"
-
-
-class ImageBuildFailedError(DeployError):
-    """Building a local image failed."""
-
-    kind = "ImageBuildFailed"
-
+from infra.app_stack.stack_secrets import secrets_dir_for
+from infra.docker_cli import DockerRunner
 
 LOCAL_NODE_LABELS = {"edge": "true", "acme": "true"}
 """The labels the swarm bootstrap gives the cloud's edge node; the one local node plays every role."""
 
 
-def swarm_info_command() -> list[str]:
-    """Swarm state and this node's ID."""
-    return ["docker", "info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.NodeID}}"]
-
-
-def swarm_init_command(advertise_addr: str = "127.0.0.1") -> list[str]:
-    """A one-node swarm that advertises on loopback only (nothing can join it from outside)."""
-    return ["docker", "swarm", "init", "--advertise-addr", advertise_addr]
-
-
-def node_label_command(node_id: str, labels: Mapping[str, str]) -> list[str]:
-    """Add placement labels to a node."""
-    args = [arg for key, value in sorted(labels.items()) for arg in ("--label-add", f"{key}={value}")]
-    return ["docker", "node", "update", *args, node_id]
-
-
-def image_present_command(image: str) -> list[str]:
-    """Exit 0 when `image` is in the engine's image store."""
-    return ["docker", "image", "inspect", "--format", "{{.Id}}", image]
-
-
-def image_pull_command(image: str) -> list[str]:
-    """Pull `image` from its registry."""
-    return ["docker", "pull", "--quiet", image]
-
-
 def ensure_local_swarm(runner: DockerRunner, progress: Progress) -> str:
     """Initialise a one-node swarm if needed and label the node; returns the node ID."""
-    state, _, node_id = runner.run(swarm_info_command()).stdout.strip().partition(" ")
+    state, _, node_id = runner.run(commands.swarm_info_command()).stdout.strip().partition(" ")
     if state == "inactive":
         progress("initialising a one-node swarm (docker swarm init --advertise-addr 127.0.0.1)")
-        runner.run(swarm_init_command())
-        state, _, node_id = runner.run(swarm_info_command()).stdout.strip().partition(" ")
+        runner.run(commands.swarm_init_command())
+        state, _, node_id = runner.run(commands.swarm_info_command()).stdout.strip().partition(" ")
     if state != "active" or not node_id:
         raise SwarmInactiveError(
             f"the local engine's swarm state is {state!r}; run `docker swarm leave --force` and try again"
         )
-    runner.run(node_label_command(node_id, LOCAL_NODE_LABELS))
+    runner.run(commands.node_label_command(node_id, LOCAL_NODE_LABELS))
     return node_id
 
 
 def cadvisor_image_available(runner: DockerRunner, image: str, progress: Progress) -> bool:
     """True when the cAdvisor image is present or can be pulled (it has no offline build)."""
-    if runner.run(image_present_command(image), check=False).returncode == 0:
+    if runner.run(commands.image_present_command(image), check=False).returncode == 0:
         return True
     progress(f"pulling {image}")
-    pulled = runner.run(image_pull_command(image), check=False)
+    pulled = runner.run(commands.image_pull_command(image), check=False)
     return pulled.returncode == 0
 
 
@@ -94,12 +50,12 @@ def published_ports_of_stack(runner: DockerRunner, stack: str) -> set[int]:
     """Host ports the stack's current services publish."""
     names = [
         json.loads(line)["Name"]
-        for line in runner.run(service_list_command(stack)).stdout.splitlines()
+        for line in runner.run(commands.service_list_command(stack)).stdout.splitlines()
         if line
     ]
     if not names:
         return set()
-    services = json.loads(runner.run(service_inspect_command(names)).stdout or "[]")
+    services = json.loads(runner.run(commands.service_inspect_command(names)).stdout or "[]")
     return {
         port["PublishedPort"]
         for service in services
@@ -119,21 +75,34 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def check_local_ports(settings: StackSettings, ours: set[int]) -> None:
-    """Raise PortInUseError for a port the stack publishes that another program holds.
+def check_local_ports(settings: StackSettings, ours: set[int], runner: DockerRunner | None = None) -> None:
+    """Raise PortInUseError for a port the stack publishes that something else holds.
 
-    `ours`: ports the running stack publishes already (a redeploy finds them taken by itself).
+    `ours`: ports the running stack publishes already (a redeploy finds them taken by itself). With
+    a `runner`, a port held by a container of this project's own stack (one still being removed)
+    is named as such, with what to do.
     """
     wanted: Sequence[tuple[int | None, str]] = [
         (settings.http_port, "--http-port N (or SPACED_HTTP_PORT=N)"),
         (settings.prometheus_port, "--prometheus-port N (or SPACED_PROMETHEUS_PORT=N; 0 = not published)"),
     ]
     for port, how in wanted:
-        if port is not None and port not in ours and not port_is_free(port):
+        if port is None or port in ours or port_is_free(port):
+            continue
+        holders = (
+            runner.run(commands.port_holder_command(port), check=False).stdout.split("\n") if runner else []
+        )
+        own = [line.split()[0] for line in holders if line.split()[1:] == [settings.stack_name]]
+        if own:
             raise PortInUseError(
-                f"port {port} is already in use by another program (see `ss -ltnp 'sport = :{port}'`); "
-                f"stop it or choose another port: spaced up local {how}"
+                f"port {port} is held by container {own[0]} of this project's own stack "
+                f"{settings.stack_name!r}, which is not deployed any more; wait for it to stop "
+                f"(spaced down {settings.environment} waits for it) or remove it: docker rm -f {own[0]}"
             )
+        raise PortInUseError(
+            f"port {port} is already in use by another program (see `ss -ltnp 'sport = :{port}'`); "
+            f"stop it or choose another port: spaced up local {how}"
+        )
 
 
 def mint_token(secret: bytes, docs: Mapping[str, str], ttl_seconds: int, now: float) -> str:
@@ -155,19 +124,11 @@ def read_jwt_secret(environment: str, build_dir: Path | None = None) -> bytes:
 
 
 def build_images(progress: Progress) -> dict[str, str]:
-    """Service -> image reference from `infra.images.build_local_images` (imported only when needed)."""
-    try:
-        from infra.images import build_local_images
-    except ImportError as exc:
-        raise ImagesUnavailableError(
-            f"cannot import infra.images.build_local_images ({exc}); the local image builder is part "
-            "of the repository: check out a complete tree"
-        ) from exc
+    """Service -> image reference, built (or found by content tag) by `infra.images`."""
+    from infra.images import build_local_images  # debootstrap and docker build: only for `up`
+
     progress("building the images locally (infra.images.build_local_images)")
-    try:
-        built = build_local_images(progress=progress)
-    except Exception as exc:
-        raise ImageBuildFailedError(f"{type(exc).__name__}: {exc}") from exc
+    built = build_local_images(progress=progress)
     return {name.replace("-", "_"): ref for name, ref in built.items()}
 
 
@@ -177,7 +138,12 @@ def prepare_local(settings: StackSettings, runner: DockerRunner, progress: Progr
     Returns the settings with the built image references (and cAdvisor left out if unavailable).
     """
     ensure_local_swarm(runner, progress)
-    check_local_ports(settings, published_ports_of_stack(runner, settings.stack_name))
+    left = stack_leftovers(runner, settings.stack_name)
+    if left and "services" not in left:
+        # A `docker stack rm` still in progress (containers stopping): the ports come free soon.
+        progress(f"stack {settings.stack_name} is still being removed; waiting for it to go")
+        wait_until_gone(runner, settings.stack_name, progress)
+    check_local_ports(settings, published_ports_of_stack(runner, settings.stack_name), runner)
     images = build_images(progress)
     include_cadvisor = settings.include_cadvisor
     if include_cadvisor and not cadvisor_image_available(runner, settings.images["cadvisor"], progress):

@@ -7,10 +7,14 @@ into one compose file for `docker stack deploy`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from infra.errors import SpacedError
 
 STACK_NAME = "spaced"
 LOCAL_ENVIRONMENT = "local"
@@ -20,8 +24,10 @@ BUILT_SERVICES = ("item_socket", "traefik", "nginx", "prometheus", "node_exporte
 CADVISOR_IMAGE = "gcr.io/cadvisor/cadvisor:v0.49.1"
 
 
-class StackSettingsError(ValueError):
+class StackSettingsError(ValueError, SpacedError):
     """A stack setting is missing or invalid; the message names the setting and how to fix it."""
+
+    kind = "BadSettings"
 
 
 def escape_interpolation(value: str) -> str:
@@ -52,6 +58,21 @@ class StackSettings:
     item_socket_replicas: int = 1
     item_socket_drain_seconds: int = 20
     """How long item_socket drains connections on SIGTERM; the stop grace period adds a margin."""
+
+    def to_json(self) -> str:
+        """The settings as one JSON object (what the Pulumi component hands the deploy command)."""
+        return json.dumps({**dataclasses.asdict(self), "images": dict(self.images)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> StackSettings:
+        """Settings from `to_json`'s output, validated; raises StackSettingsError on anything else."""
+        try:
+            fields = json.loads(text)
+            settings = cls(**fields)
+        except (ValueError, TypeError) as error:
+            raise StackSettingsError(f"stack settings JSON: {error}") from None
+        settings.validate()
+        return settings
 
     @property
     def is_local(self) -> bool:

@@ -63,6 +63,11 @@ def placeholder_secret_name(stack_name: str, key: str) -> str:
     return f"{stack_name}_{key}"
 
 
+def stack_secret_specs(settings: StackSettings) -> tuple[SecretSpec, ...]:
+    """The Docker secrets the stack of `settings` needs (their content is made at deploy time)."""
+    return tuple(s for b in service_bundles(settings) for s in b.secrets)
+
+
 def render_stack(settings: StackSettings, secret_names: Mapping[str, str] | None = None) -> RenderedStack:
     """Render the compose document for `settings`."""
     settings.validate()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -220,3 +221,55 @@ def rollout_state(
     if desired <= 0 or len(wanted) != desired:
         return result("pending", f"{len(wanted)} of {desired} desired tasks running")
     return result("done", f"{len(wanted)}/{desired} tasks run the current spec and are healthy")
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """Running vs desired tasks of one service, from `docker service ls`."""
+
+    name: str
+    running: int
+    desired: int
+
+    @property
+    def converged(self) -> bool:
+        """All desired tasks run. Counts only: also true while an update has not rolled yet (the old
+        tasks still run), which is why the deploy waits on `infra.app_stack.rollout` instead."""
+        return self.desired > 0 and self.running == self.desired
+
+
+_REPLICAS = re.compile(r"^(\d+)/(\d+)")
+
+
+def parse_service_list(output: str) -> list[ServiceState]:
+    """Parse `docker service ls --format '{{json .}}'` lines."""
+    states = []
+    for line in output.splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        match = _REPLICAS.match(row.get("Replicas", ""))
+        running, desired = (int(match[1]), int(match[2])) if match else (0, 0)
+        states.append(ServiceState(name=row["Name"], running=running, desired=desired))
+    return sorted(states, key=lambda s: s.name)
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """A task that ended in an error."""
+
+    task_id: str
+    error: str
+
+
+def parse_failed_tasks(output: str) -> list[TaskFailure]:
+    """Failed or rejected tasks from `docker service ps --format '{{json .}}'` lines."""
+    failures = []
+    for line in output.splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        state = row.get("CurrentState", "")
+        if row.get("Error") or state.startswith(("Failed", "Rejected")):
+            failures.append(TaskFailure(task_id=row["ID"], error=row.get("Error") or state))
+    return failures

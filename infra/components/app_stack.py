@@ -1,8 +1,10 @@
 """The application stack as a Pulumi component: runs the same deploy function as `spaced up local`.
 
-The command is `python -m infra.app_stack.deploy --env <env>` on the machine running Pulumi, with
-DOCKER_HOST pointing at the swarm manager (ssh://...). The digest of the rendered stack (compose
-file and config files) is part of the command's environment, so changing the stack redeploys it.
+The Pulumi program builds the StackSettings from the topology it already loaded and hands them
+here; the command is `python -m infra.cli deploy --settings -` on the machine running Pulumi, with
+the settings as JSON on its stdin and DOCKER_HOST pointing at the swarm manager (ssh://...). The
+digest of the rendered stack (compose file and config files) is part of the command's environment,
+so changing the stack redeploys it.
 """
 
 from __future__ import annotations
@@ -14,27 +16,23 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import local
 
-from infra.app_stack.environments import REPO_ROOT, settings_for_environment
+from infra.app_stack.environments import REPO_ROOT
+from infra.app_stack.model import StackSettings
 from infra.app_stack.render import render_stack
 
 
 @dataclass
 class AppStackArgs:
-    """What the component needs: the environment and where its swarm manager's engine is."""
+    """What the component needs: the environment's stack settings and where its swarm manager's
+    engine is (None = the local engine)."""
 
-    environment: str
+    settings: StackSettings
     docker_host: pulumi.Input[str] | None
-    domain: str | None
-    acme_email: str | None
 
 
-def deploy_command(args: AppStackArgs, *, remove: bool = False) -> str:
+def deploy_command(*, remove: bool = False) -> str:
     """The shell command the component runs (the interpreter of this Pulumi program, the project's)."""
-    argv = [sys.executable, "-m", "infra.app_stack.deploy", "--env", args.environment]
-    if args.domain:
-        argv += ["--domain", args.domain]
-    if args.acme_email:
-        argv += ["--acme-email", args.acme_email]
+    argv = [sys.executable, "-m", "infra.cli", "deploy", "--settings", "-"]
     if remove:
         argv.append("--remove")
     return shlex.join(argv)
@@ -48,7 +46,7 @@ class AppStack(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: AppStackArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("spaced:app:AppStack", name, None, opts)
-        settings = settings_for_environment(args.environment, domain=args.domain, acme_email=args.acme_email)
+        settings = args.settings
         digest = render_stack(settings).digest()
         environment: dict[str, pulumi.Input[str]] = {"SPACED_STACK_DIGEST": digest}
         if args.docker_host is not None:
@@ -58,9 +56,10 @@ class AppStack(pulumi.ComponentResource):
         # An input change runs `update` instead: a rolling `docker stack deploy`.
         self.command = local.Command(
             f"{name}-deploy",
-            create=deploy_command(args),
-            update=deploy_command(args),
-            delete=deploy_command(args, remove=True),
+            create=deploy_command(),
+            update=deploy_command(),
+            delete=deploy_command(remove=True),
+            stdin=settings.to_json(),
             environment=environment,
             dir=str(REPO_ROOT),
             opts=pulumi.ResourceOptions(parent=self),

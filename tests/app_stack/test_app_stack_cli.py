@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+
+from infra.app_stack.environments import settings_for_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NO_ENGINE = "unix:///nonexistent/spaced-test/docker.sock"
@@ -79,3 +82,31 @@ def test_unknown_environment() -> None:
         and "ERROR (BadSettings)" in result.stderr
         and "known environments" in result.stderr
     )
+
+
+def test_deploy_reads_the_settings_the_pulumi_component_hands_it() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPACED_")}
+    env["DOCKER_HOST"] = NO_ENGINE
+    run = functools.partial(
+        subprocess.run,
+        [sys.executable, "-m", "infra.cli", "deploy", "--settings", "-"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=60,
+    )
+    bad = run(input='{"environment": "prod"')
+    assert bad.returncode == 1, bad.stderr
+    assert bad.stderr.startswith("ERROR (BadSettings): stack settings JSON"), bad.stderr
+    settings = settings_for_environment("prod", domain="example.org", acme_email="ops@example.org", env={})
+    # Good settings get as far as the engine: the error is about the engine, not the settings.
+    good = run(input=settings.to_json())
+    assert good.returncode == 1 and good.stderr.startswith("ERROR (DockerUnavailable): "), good.stderr
+    assert "Traceback" not in good.stderr
+
+
+def test_deploy_without_environment_or_settings_is_one_error_line() -> None:
+    result = spaced("deploy")
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("ERROR (BadArguments): spaced deploy needs an environment")

@@ -8,6 +8,9 @@ from typing import Any
 import pulumi
 import pytest
 
+from infra.app_stack.environments import settings_for_environment
+from infra.app_stack.model import StackSettings
+
 
 class _Mocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
@@ -26,20 +29,12 @@ def _deploy_commands(domain: str) -> tuple[list[pulumi.runtime.MockResourceArgs]
     pulumi.runtime.set_mocks(mocks, preview=False)
     from infra.components.app_stack import AppStack, AppStackArgs  # after set_mocks, as Pulumi documents
 
-    stack = AppStack(
-        "app",
-        AppStackArgs(
-            environment="prod",
-            docker_host="ssh://deploy@192.0.2.10",
-            domain=domain,
-            acme_email="ops@" + domain,
-        ),
-    )
-    digest_future: asyncio.Future[str] = asyncio.get_event_loop().create_future()
-    stack.digest.apply(digest_future.set_result)
+    settings = settings_for_environment("prod", domain=domain, acme_email="ops@" + domain, env={})
+    stack = AppStack("app", AppStackArgs(settings, docker_host="ssh://deploy@192.0.2.10"))
     loop = asyncio.get_event_loop()
-    digest = loop.run_until_complete(digest_future)
-    loop.run_until_complete(asyncio.sleep(0.1))  # let the registrations reach the mocks
+    digest = loop.run_until_complete(stack.digest.future())
+    # The command's id resolves once its registration has reached the mocks.
+    loop.run_until_complete(stack.command.id.future())
     return [r for r in mocks.resources if r.typ == "command:local:Command"], digest
 
 
@@ -57,8 +52,11 @@ def test_component_runs_the_deploy_function_against_the_manager() -> None:
     commands, digest = _deploy_commands("example.org")
     assert len(commands) == 1
     inputs = commands[0].inputs
-    assert "-m infra.app_stack.deploy --env prod --domain example.org" in inputs["create"]
+    assert inputs["create"].endswith("-m infra.cli deploy --settings -")
     assert inputs["update"] == inputs["create"]
+    # The settings the program built travel on stdin: the command reads no stack file again.
+    settings = StackSettings.from_json(inputs["stdin"])
+    assert (settings.environment, settings.domain) == ("prod", "example.org")
     assert inputs["delete"].endswith("--remove")
     assert inputs["environment"]["DOCKER_HOST"] == "ssh://deploy@192.0.2.10"
     assert inputs["environment"]["SPACED_STACK_DIGEST"] == digest

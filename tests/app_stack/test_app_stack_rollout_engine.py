@@ -21,7 +21,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from infra import docker_cli
+from infra.app_stack import commands as c
 from infra.app_stack import deploy as d
+from infra.app_stack import errors, rollout
 from infra.app_stack.model import (
     ConfigFile,
     FileMount,
@@ -32,6 +35,7 @@ from infra.app_stack.model import (
     content_hash,
 )
 from infra.app_stack.rollout import parse_services, parse_tasks, task_runs_spec
+from tests.support import DockerEngine, docker, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -40,23 +44,14 @@ HEALTHY_AFTER_SECONDS = 2
 WAIT_TIMEOUT = 150.0
 
 
-def _docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr.strip()}")
-    return result
-
-
 @pytest.fixture(scope="module")
-def probe_images(docker_engine: None) -> Iterator[tuple[str, str]]:
+def probe_images(swarm_manager: DockerEngine) -> Iterator[tuple[str, str]]:
     """Two tags of a tiny image on the project's Debian base: what two releases of a service look like."""
-    from infra.images import DEFAULT_CACHE_DIR, Docker, cache_lock, ensure_base_image
+    from infra.images import DEFAULT_CACHE_DIR, cache_lock, ensure_base_image
 
-    if _docker("info", "--format", "{{.Swarm.ControlAvailable}}").stdout.strip() != "true":
-        pytest.skip("the engine is not a swarm manager (spaced up local / scripts/start-services.sh)")
     cache_dir = Path(os.environ.get("SPACED_CACHE_DIR", DEFAULT_CACHE_DIR))
     with cache_lock(cache_dir):
-        base = ensure_base_image(Docker(), cache_dir, progress=print)
+        base = ensure_base_image(docker_cli.DockerRunner(), cache_dir, progress=print)
     run_id = uuid.uuid4().hex[:8]
     tags = []
     for release in ("a", "b"):
@@ -74,7 +69,7 @@ def probe_images(docker_engine: None) -> Iterator[tuple[str, str]]:
     try:
         yield tags[0], tags[1]
     finally:
-        _docker("rmi", *tags, check=False)
+        docker("rmi", *tags, check=False)
 
 
 def probe_service(name: str, image: str, *, healthy: bool = True, mode: str = "replicated") -> Service:
@@ -124,7 +119,7 @@ class ProbeStack:
 
     name: str
     directory: Path
-    runner: d.DockerRunner
+    runner: docker_cli.DockerRunner
     agent_image: str = ""
     """The global service's image: the same in every deploy (a service the update leaves alone)."""
 
@@ -159,17 +154,20 @@ class ProbeStack:
         """`docker stack deploy` as deploy() runs it; returns the expected services and the baseline."""
         expected = self.services(app_image, healthy=healthy)
         existing = [
-            s.name for s in d.parse_service_list(self.runner.run(d.service_list_command(self.name)).stdout)
+            s.name
+            for s in rollout.parse_service_list(self.runner.run(c.service_list_command(self.name)).stdout)
         ]
         baseline = d.take_baseline(self.runner, [s for s in expected if s in existing])
         self.runner.run(
-            d.stack_deploy_command(
+            c.stack_deploy_command(
                 self.name, self.compose_file, detach_flag=self.runner.supports_stack_detach()
             )
         )
         return expected, baseline
 
-    def wait(self, expected: list[str], baseline: d.Baseline, messages: list[str]) -> list[d.ServiceState]:
+    def wait(
+        self, expected: list[str], baseline: d.Baseline, messages: list[str]
+    ) -> list[rollout.ServiceState]:
         """The deploy's wait, bounded."""
         return d.wait_for_convergence(
             self.runner,
@@ -183,7 +181,7 @@ class ProbeStack:
 
     def running_images(self, service: str) -> list[str]:
         """Images of the service's tasks that run now (from `docker service ps`, not from our parser)."""
-        rows = _docker(
+        rows = docker(
             "service",
             "ps",
             f"{self.name}_{service}",
@@ -196,33 +194,37 @@ class ProbeStack:
 
     def update_state(self, service: str) -> str:
         """UpdateStatus.State from the engine ("" when absent)."""
-        inspected = json.loads(_docker("service", "inspect", f"{self.name}_{service}").stdout)[0]
+        inspected = json.loads(docker("service", "inspect", f"{self.name}_{service}").stdout)[0]
         return (inspected.get("UpdateStatus") or {}).get("State", "")
 
 
 @pytest.fixture
 def probe_stack(probe_images: tuple[str, str], tmp_path: Path) -> Iterator[ProbeStack]:
     """A fresh probe stack; always removed (services, network, config) at the end."""
-    stack = ProbeStack(name=f"spacedprobe{uuid.uuid4().hex[:8]}", directory=tmp_path, runner=d.DockerRunner())
+    stack = ProbeStack(
+        name=f"spacedprobe{uuid.uuid4().hex[:8]}", directory=tmp_path, runner=docker_cli.DockerRunner()
+    )
     stack.agent_image = probe_images[0]
     try:
         yield stack
     finally:
-        _docker("stack", "rm", stack.name, check=False)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            left = _docker(
-                "ps", "-aq", "--filter", f"label=com.docker.stack.namespace={stack.name}", check=False
-            )
-            if not left.stdout.strip():
-                break
-            time.sleep(0.5)
+        docker("stack", "rm", stack.name, check=False)
+        wait_until(
+            lambda: (
+                not docker(
+                    "ps", "-aq", "--filter", f"label=com.docker.stack.namespace={stack.name}", check=False
+                ).stdout.strip()
+            ),
+            60,
+            f"the containers of {stack.name} to go",
+            interval=0.5,
+        )
         for kind in ("network", "config"):
-            names = _docker(
+            names = docker(
                 kind, "ls", "-q", "--filter", f"label=com.docker.stack.namespace={stack.name}", check=False
             )
             if names.stdout.split():
-                _docker(kind, "rm", *names.stdout.split(), check=False)
+                docker(kind, "rm", *names.stdout.split(), check=False)
 
 
 def test_the_wait_returns_only_once_the_update_has_rolled(
@@ -236,9 +238,9 @@ def test_the_wait_returns_only_once_the_update_has_rolled(
 
     # Every task of a freshly deployed stack runs its service's spec, as the real engine reports both
     # (the service with the defaults `docker service inspect` fills in, the task without them).
-    services = parse_services(probe_stack.runner.run(d.service_inspect_command(expected)).stdout)
-    task_ids = probe_stack.runner.run(d.stack_running_tasks_command(probe_stack.name)).stdout.split()
-    tasks = parse_tasks(probe_stack.runner.run(d.task_inspect_command(task_ids)).stdout)
+    services = parse_services(probe_stack.runner.run(c.service_inspect_command(expected)).stdout)
+    task_ids = probe_stack.runner.run(c.stack_running_tasks_command(probe_stack.name)).stdout.split()
+    tasks = parse_tasks(probe_stack.runner.run(c.task_inspect_command(task_ids)).stdout)
     assert tasks and {t.service_id for t in tasks} == {s.id for s in services.values()}
     by_id = {s.id: s for s in services.values()}
     assert all(task_runs_spec(t.spec, by_id[t.service_id].task_template) for t in tasks)
@@ -266,14 +268,13 @@ def test_an_update_swarm_rolls_back_fails_the_deploy_with_its_logs(
     probe_stack.wait(expected, baseline, messages)
 
     expected, baseline = probe_stack.deploy(release_b, healthy=False)
-    with pytest.raises(d.ConvergenceError) as failure:
+    with pytest.raises(errors.ConvergenceError) as failure:
         probe_stack.wait(expected, baseline, messages)
     message = str(failure.value)
     assert f"service {probe_stack.name}_app" in message
     assert f"probe {release_b} never gets healthy" in message, "the failing release's log lines are reported"
     assert probe_stack.update_state("app") in {"rollback_started", "rollback_completed"}
     # Swarm puts the previous release back (bounded wait: the rollback itself takes a few seconds).
-    deadline = time.monotonic() + 60
-    while probe_stack.running_images("app") != [release_a] and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert probe_stack.running_images("app") == [release_a]
+    wait_until(
+        lambda: probe_stack.running_images("app") == [release_a], 60, "the old release back", interval=0.5
+    )

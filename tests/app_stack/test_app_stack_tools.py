@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import http.client
+import json
 import shutil
 import subprocess
-import time
 import urllib.request
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
+from infra.app_stack.environments import settings_for_environment
 from infra.app_stack.model import StackSettings
-from infra.app_stack.render import render_stack, write_stack
+from infra.app_stack.render import placeholder_secret_name, render_stack, write_stack
 from infra.app_stack.services.nginx import render_nginx_conf
+from tests.support import DockerEngine, docker, remove_stack, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,23 +32,47 @@ def _need(tool: str) -> str:
     return path
 
 
+# Never pulled or run: the engine validates and stores the service specs, no task can start.
+ABSENT_IMAGE = "spaced-validation/absent:never-built"
+
+
 @pytest.mark.docker
-@pytest.mark.parametrize("env_fixture", ["local_settings", "prod_settings"])
-def test_docker_stack_config_accepts_the_compose_file(
-    env_fixture: str, request, tmp_path: Path, docker_engine: None
+@pytest.mark.parametrize("environment", ["local", "dev", "prod"])
+def test_the_engine_accepts_every_environments_compose_file(
+    environment: str, tmp_path: Path, swarm_manager: DockerEngine
 ) -> None:
-    help_text = subprocess.run(["docker", "stack", "--help"], capture_output=True, text=True).stdout
-    if " config " not in help_text:
-        pytest.skip("this docker CLI has no `docker stack config` (added in CLI 25)")
-    compose_file = write_stack(render_stack(request.getfixturevalue(env_fixture)), tmp_path)
-    result = subprocess.run(
-        ["docker", "stack", "config", "-c", str(compose_file)], capture_output=True, text=True, timeout=60
+    """Each rendered environment is deployed as a throw-away stack on the test swarm and removed.
+
+    This is what `docker stack deploy` checks (the compose schema of the installed CLI, then the
+    engine's validation of every service, network, config and secret), with whatever docker CLI the
+    install step put on the machine (Debian's 20.10 has no `docker stack config`). Images are
+    replaced by one that does not exist, so nothing is pulled and no task starts.
+    """
+    stack = f"spacedcheck{uuid.uuid4().hex[:8]}"
+    settings = settings_for_environment(environment, env={"SPACED_NO_CADVISOR": "0"})
+    settings = dataclasses.replace(
+        settings, stack_name=stack, images={service: ABSENT_IMAGE for service in settings.images}
     )
-    assert result.returncode == 0, result.stderr
-    resolved = yaml.safe_load(result.stdout)
-    assert set(resolved["services"]) >= {"traefik", "item_socket", "nginx", "prometheus"}
-    # After interpolation the escaped `$$` is a single `$` again: node-exporter gets its regex intact.
-    assert any("($|/)" in arg for arg in resolved["services"]["node_exporter"]["command"])
+    rendered = render_stack(settings)
+    compose_file = write_stack(rendered, tmp_path)
+    try:
+        for secret in rendered.secrets:
+            name = placeholder_secret_name(stack, secret.key)
+            label = f"com.docker.stack.namespace={stack}"
+            docker("secret", "create", "--label", label, name, "-", stdin=uuid.uuid4().hex)
+        deployed = docker(
+            "stack", "deploy", "--resolve-image", "never", "-c", str(compose_file), stack, check=False
+        )
+        assert deployed.returncode == 0, deployed.stderr
+        listed = docker("stack", "services", stack, "--format", "{{.Name}}").stdout.split()
+        assert sorted(listed) == sorted(
+            f"{stack}_{service}" for service in yaml.safe_load(rendered.compose_yaml())["services"]
+        )
+        # After interpolation the escaped `$$` is a single `$` again: node-exporter gets its regex intact.
+        spec = json.loads(docker("service", "inspect", f"{stack}_node_exporter").stdout)[0]["Spec"]
+        assert any("($|/)" in arg for arg in spec["TaskTemplate"]["ContainerSpec"]["Args"])
+    finally:
+        remove_stack(stack)
 
 
 @pytest.mark.parametrize("env_fixture", ["local_settings", "prod_settings"])
@@ -69,12 +97,17 @@ def test_promtool_accepts_config_and_rules(env_fixture: str, request, tmp_path: 
 def test_nginx_accepts_the_rendered_conf(local_settings: StackSettings, tmp_path: Path) -> None:
     nginx = _need("nginx")
     write_stack(render_stack(local_settings), tmp_path)
+    conf = tmp_path / "nginx/nginx.conf"
+    # `nginx -t` creates the temp directories the config names: point them into the test's own
+    # directory, so the check leaves nothing in the host's /tmp.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    conf.write_text(conf.read_text().replace("/tmp/", f"{scratch}/"))
     result = subprocess.run(
-        [nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx/nginx.conf")],
-        capture_output=True,
-        text=True,
+        [nginx, "-t", "-p", str(tmp_path), "-c", str(conf)], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in scratch.iterdir()), "nginx created its temp directories here"
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -84,15 +117,17 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str
 
 
 def _wait_for(url: str, deadline_seconds: float, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + deadline_seconds
-    while True:
+    """Wait until `url` answers; fail at once if `process` (the server) exits."""
+
+    def answers() -> bool:
+        assert process.poll() is None, f"the server exited with {process.returncode}"
         try:
             _get(url)
-            return
         except (OSError, http.client.HTTPException):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+            return False
+        return True
+
+    wait_until(answers, deadline_seconds, f"{url} to answer")
 
 
 def test_nginx_serves_with_cache_headers_and_gzip(tmp_path: Path, free_port: Callable[[], int]) -> None:

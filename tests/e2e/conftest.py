@@ -1,5 +1,6 @@
-"""Fixtures of the end-to-end tests: a real Docker engine in swarm mode, the images built from
-scratch (debootstrap base, no registry) and the whole stack deployed with `spaced up local`.
+"""Fixtures of the end-to-end tests: a real Docker engine in swarm mode (tests/conftest.py), the
+images built from scratch (debootstrap base, no registry) and the whole stack deployed with
+`spaced up local`.
 
 The stack fixture always runs `spaced down local` at the end, also when a test fails. The tests
 take over the local stack (named `spaced`): one a developer left running is replaced.
@@ -9,28 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
 
 import pytest
+
+from tests.support import DockerEngine, docker, free_port, http_get, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SPACED = [sys.executable, "-m", "infra.cli"]
 STACK = "spaced"
 UP_TIMEOUT_SECONDS = 300
-T = TypeVar("T")
 
 
 def load_harness() -> ModuleType:
@@ -45,88 +41,8 @@ def load_harness() -> ModuleType:
     return sys.modules[name]
 
 
-def wait_for(predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.5) -> T:
-    """Poll `predicate` until it returns something truthy; fail naming `what` and the last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = predicate()
-        except Exception as error:  # transient while a service starts: keep polling, report the last one
-            last = error
-        if last and not isinstance(last, Exception):
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r:.800}")
-        time.sleep(interval)
-
-
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """GET `url`: (status, body); HTTP errors are returned, connection errors raised."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as error:
-        return int(error.code), error.read()
-
-
-def http_json(url: str, timeout: float = 5.0) -> Any:
-    """GET `url` and decode its JSON body (raises on a non-200 status)."""
-    status, body = http_get(url, timeout)
-    assert status == 200, f"GET {url}: HTTP {status}: {body[:300]!r}"
-    return json.loads(body)
-
-
-def docker(*args: str, timeout: float = 120.0, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the docker CLI (bounded)."""
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr.strip()}")
-    return result
-
-
-def free_port() -> int:
-    """A TCP port free on every address a moment ago (host-mode publishing binds 0.0.0.0)."""
-    with socket.socket() as probe:
-        probe.bind(("0.0.0.0", 0))
-        return int(probe.getsockname()[1])
-
-
-def _docker_answers() -> bool:
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        return False
-
-
 @pytest.fixture(scope="session")
-def docker_swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A Docker engine that is a swarm manager: the running one, or a dockerd started (and stopped) here."""
-    if shutil.which("docker") is None or shutil.which("dockerd") is None:
-        pytest.fail("docker/dockerd are not installed: run scripts/install-deps.sh (installs docker.io)")
-    started: subprocess.Popen[bytes] | None = None
-    if not _docker_answers():
-        log_path = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
-        with log_path.open("ab") as log:
-            started = subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
-        wait_for(_docker_answers, 60, f"dockerd to answer (log: {log_path})", interval=1)
-    try:
-        state = docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
-        if state == "inactive":
-            docker("swarm", "init", "--advertise-addr", "127.0.0.1")
-        yield
-    finally:
-        if started is not None:
-            started.terminate()
-            try:
-                started.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                started.kill()
-                started.wait(timeout=10)
-
-
-@pytest.fixture(scope="session")
-def local_images(docker_swarm: None) -> dict[str, str]:
+def local_images(swarm_manager: DockerEngine) -> dict[str, str]:
     """The stack's images, built (or found by their content tags) with infra.images."""
     from infra.images import build_local_images
 
@@ -188,8 +104,8 @@ def remove_stack(env: dict[str, str]) -> None:
     """`spaced down local`, then wait (bounded) until its services and networks are gone."""
     down = spaced(["down", "local"], env, timeout=120)
     print(f"e2e: spaced down local -> {down.returncode}\n{down.stdout}{down.stderr}")
-    wait_for(lambda: not stack_services(), 60, "the stack's services to be removed", interval=1)
-    wait_for(
+    wait_until(lambda: not stack_services(), 60, "the stack's services to be removed", interval=1)
+    wait_until(
         lambda: (
             not docker(
                 "network", "ls", "--filter", f"label=com.docker.stack.namespace={STACK}", "-q"
@@ -234,7 +150,7 @@ def local_stack(local_images: dict[str, str]) -> Iterator[LocalStack]:
         if up.returncode != 0:
             print_stack_state()
             pytest.fail(f"spaced up local failed ({up.returncode}):\n{up.stdout}\n{up.stderr}")
-        wait_for(lambda: http_get(stack.url + "/")[0] == 200, 60, "the page through Traefik")
+        wait_until(lambda: http_get(stack.url + "/")[0] == 200, 60, "the page through Traefik")
         yield stack
     finally:
         with contextlib.suppress(Exception):

@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +17,10 @@ import pytest
 
 from infra import images as images_module
 from infra.app_stack.services.nginx import render_nginx_conf
+from infra.docker_cli import DockerRunner
+from tests.support import docker, http_get, wait_until
 
-from .conftest import REPO, docker, http_get, wait_for
+from .conftest import REPO
 
 pytestmark = pytest.mark.docker
 
@@ -55,7 +58,9 @@ def health(container: str) -> str:
 def wait_healthy(container: str, timeout: float = 60) -> None:
     """Wait until Docker's own HEALTHCHECK of the image reports healthy."""
     try:
-        wait_for(lambda: health(container) == "healthy", timeout, f"container {container[:12]} to be healthy")
+        wait_until(
+            lambda: health(container) == "healthy", timeout, f"container {container[:12]} to be healthy"
+        )
     except AssertionError:
         print(docker("logs", "--tail", "50", container, check=False).stdout)
         raise
@@ -67,7 +72,7 @@ def image_config(reference: str) -> dict:
 
 
 def test_base_image_is_bookworm_minbase_with_this_machines_mirror(local_images: dict[str, str]) -> None:
-    base = images_module.ensure_base_image(images_module.Docker(), images_module.DEFAULT_CACHE_DIR, print)
+    base = images_module.ensure_base_image(DockerRunner(), images_module.DEFAULT_CACHE_DIR, print)
     os_release = docker("run", "--rm", base, "cat", "/etc/os-release").stdout
     assert "VERSION_CODENAME=bookworm" in os_release
     sources = docker("run", "--rm", base, "cat", "/etc/apt/sources.list").stdout
@@ -93,7 +98,7 @@ def test_second_build_finds_every_image_by_its_tag(local_images: dict[str, str])
 def test_changed_inputs_give_a_new_tag_and_unchanged_ones_no_build(
     local_images: dict[str, str], tmp_path: Path
 ) -> None:
-    docker_cli = images_module.Docker()
+    docker_cli = DockerRunner()
     base = images_module.ensure_base_image(docker_cli, images_module.DEFAULT_CACHE_DIR, print)
 
     def build(marker: str) -> images_module.BuildResult:
@@ -128,6 +133,49 @@ def test_changed_inputs_give_a_new_tag_and_unchanged_ones_no_build(
         docker("rmi", first.reference, check=False)
 
 
+def test_prune_keeps_the_current_and_previous_tags_and_only_the_projects_dangling_images(
+    local_images: dict[str, str], tmp_path: Path
+) -> None:
+    runner = DockerRunner()
+    base = images_module.ensure_base_image(runner, images_module.DEFAULT_CACHE_DIR, print)
+    repository = f"spaced/e2e-prune-{uuid.uuid4().hex[:8]}"
+
+    def build(tag: str, marker: str, parent: str = base) -> str:
+        reference = f"{repository}:{tag}"
+        dockerfile = f"FROM {parent}\nRUN echo {marker} > /marker\n"
+        docker("build", "-q", "-t", reference, "-", stdin=dockerfile, timeout=300)
+        return reference
+
+    def image_id(reference: str) -> str:
+        return docker("image", "inspect", "--format", "{{.Id}}", reference).stdout.strip()
+
+    # Not ours: an image from an empty rootfs, without the project label, made dangling by a retag.
+    foreign_tar = tmp_path / "empty.tar"
+    subprocess.run(["tar", "-cf", str(foreign_tar), "-T", "/dev/null"], check=True, timeout=30)
+    foreign_ref = f"e2e-foreign-{uuid.uuid4().hex[:8]}:x"
+    foreign_first = docker("import", str(foreign_tar), foreign_ref).stdout.strip()
+    docker("import", "--change", "ENV X=1", str(foreign_tar), foreign_ref)
+    try:
+        oldest = build("a", "1")
+        dangling_id = image_id(build("b", "2"))
+        build("b", "2-again")  # takes the tag: the first "b" is now dangling, and ours
+        previous = build("c", "3")
+        current = build("d", "4")
+        images_module.prune_images(runner, [current], print)
+        listed = docker("image", "ls", repository, "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+        assert sorted(listed) == sorted([current, previous]), listed
+        assert oldest not in listed
+        assert docker("image", "inspect", dangling_id, check=False).returncode != 0, "ours stays"
+        assert docker("image", "inspect", foreign_first, check=False).returncode == 0, (
+            "a dangling image the project did not make was removed"
+        )
+    finally:
+        refs = docker("image", "ls", repository, "--format", "{{.Repository}}:{{.Tag}}", check=False)
+        if refs.stdout.split():
+            docker("rmi", "-f", *refs.stdout.split(), check=False)
+        docker("rmi", "-f", foreign_ref, foreign_first, check=False)
+
+
 def test_item_socket_image_is_healthy_and_serves_as_non_root(
     local_images: dict[str, str], containers: list[str]
 ) -> None:
@@ -150,7 +198,7 @@ def test_item_socket_image_is_healthy_and_serves_as_non_root(
     version = docker("exec", container, "python", "-c", "import platform; print(platform.python_version())")
     assert version.stdout.strip() == images_module.IMAGE_PYTHON
     # The service can write its data volume as the unprivileged user.
-    assert wait_for(
+    assert wait_until(
         lambda: docker("exec", container, "sh", "-c", "ls /data").stdout.strip(), 20, "the store in /data"
     )
 
@@ -216,7 +264,7 @@ def test_prometheus_image_scrapes_and_has_promtool(
     )
     wait_healthy(container)
     targets_url = f"http://127.0.0.1:{published_port(container, 9090)}/api/v1/targets"
-    targets = wait_for(
+    targets = wait_until(
         lambda: [
             t for t in json.loads(http_get(targets_url)[1])["data"]["activeTargets"] if t["health"] == "up"
         ],

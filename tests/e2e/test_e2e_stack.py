@@ -14,8 +14,9 @@ import yaml
 
 from infra.app_stack.environments import settings_for_environment
 from infra.app_stack.render import render_stack
+from tests.support import docker, http_get, http_json, wait_until
 
-from .conftest import REPO, STACK, LocalStack, docker, http_get, http_json, load_harness, wait_for
+from .conftest import REPO, STACK, LocalStack, load_harness
 
 pytestmark = pytest.mark.docker
 
@@ -90,7 +91,7 @@ def test_prometheus_scrapes_every_item_socket_replica(local_stack: LocalStack) -
         up = [t for t in ours if t["health"] == "up"]
         return up if len(ours) == replicas and len(up) == replicas else None
 
-    up = wait_for(
+    up = wait_until(
         item_socket_targets_up, 120, f"{replicas} item_socket target(s) up in Prometheus", interval=2
     )
     print(f"item_socket targets up: {[t['scrapeUrl'] for t in up]}")
@@ -123,7 +124,7 @@ def test_prometheus_loaded_the_alert_rules_of_the_stack(local_stack: LocalStack)
         names = {rule["name"] for group in groups for rule in group["rules"] if rule["type"] == "alerting"}
         return names if expected <= names else None
 
-    loaded = wait_for(loaded_alerts, 60, f"the alert rules {sorted(expected)}")
+    loaded = wait_until(loaded_alerts, 60, f"the alert rules {sorted(expected)}")
     assert not [name for name in loaded if name not in expected]
     rules = http_json(local_stack.prometheus_url + "/api/v1/rules")["data"]["groups"]
     unhealthy = [r["name"] for g in rules for r in g["rules"] if r.get("health") not in ("ok", "unknown")]

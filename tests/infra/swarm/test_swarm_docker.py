@@ -1,21 +1,21 @@
 """The swarm scripts against the real local Docker engine (127.0.0.1 stands in for the mesh address).
 
-The engine is shared with other tests: when a swarm is already active this test only runs the
-idempotent paths and removes the labels it added; it initialises and leaves a swarm only when it
-found none.
+The first test gets an engine in no swarm (tests/conftest.py orders it first and restores the
+engine afterwards) and runs init, join, label, drain and leave; the second gets a swarm manager and
+runs the idempotent paths, removing the labels it added.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
 from infra.plans import swarm as plan
+from tests import support
+from tests.support import DockerEngine, swarm_info
 
 pytestmark = pytest.mark.docker
 
@@ -24,12 +24,7 @@ TEST_LABEL_PREFIX = f"spaced-test-{os.getpid()}"
 
 
 def docker(*args: str) -> str:
-    done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60, check=True)
-    return done.stdout.strip()
-
-
-def swarm_info() -> dict:
-    return json.loads(docker("info", "--format", "{{json .Swarm}}"))
+    return support.docker(*args, timeout=60).stdout.strip()
 
 
 def run_script(script: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -43,20 +38,8 @@ def node_spec(node_id: str) -> dict:
     return json.loads(docker("node", "inspect", "--format", "{{json .Spec}}", node_id))
 
 
-@pytest.fixture
-def engine() -> Iterator[str]:
-    """The engine's swarm state before the test; skips only when no engine answers."""
-    if shutil.which("docker") is None:
-        pytest.skip("no docker CLI")
-    probe = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=60)
-    if probe.returncode != 0:
-        pytest.skip(f"no Docker engine reachable: {probe.stderr.strip()[:200]}")
-    yield swarm_info()["LocalNodeState"]
-
-
-def test_init_label_drain_and_leave_on_a_real_engine(engine: str) -> None:
-    if engine != "inactive":
-        pytest.skip(f"the shared engine is already in a swarm ({engine}); see the idempotent-path test")
+def test_init_label_drain_and_leave_on_a_real_engine(engine_outside_swarm: DockerEngine) -> None:
+    assert swarm_info()["LocalNodeState"] == "inactive"
     try:
         first = run_script(plan.init_script(MESH_IP, cloud_init_timeout_s=60, docker_timeout_s=30))
         assert first.returncode == 0, first.stderr
@@ -127,43 +110,28 @@ def test_init_label_drain_and_leave_on_a_real_engine(engine: str) -> None:
             subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, timeout=60)
 
 
-def test_idempotent_paths_on_a_swarm_that_is_already_active(engine: str) -> None:
-    if engine == "inactive":
-        # Make the state this test is about, and undo it afterwards.
-        docker("swarm", "init", "--advertise-addr", MESH_IP, "--listen-addr", f"{MESH_IP}:2377")
-        owned = True
-    else:
-        owned = False
+def test_idempotent_paths_on_a_swarm_that_is_already_active(swarm_manager: DockerEngine) -> None:
+    info = swarm_info()
+    assert info["LocalNodeState"] == "active" and info["ControlAvailable"] is True
+    node_id = info["NodeID"]
+    spec_before = node_spec(node_id)
+    assert spec_before.get("Availability") == "active", "the test swarm's only node must be available"
+    init = run_script(plan.init_script(MESH_IP, cloud_init_timeout_s=60, docker_timeout_s=30))
+    assert init.returncode == 0, init.stderr
+    assert "already active" in init.stderr
+    assert plan.parse_node_id(init.stdout) == node_id
+    assert swarm_info()["Cluster"]["ID"] == info["Cluster"]["ID"]
+
+    ours = {f"{TEST_LABEL_PREFIX}.role": "manager", f"{TEST_LABEL_PREFIX}.edge": "true"}
     try:
-        info = swarm_info()
-        if info["LocalNodeState"] != "active" or not info["ControlAvailable"]:
-            pytest.skip(f"the engine is in swarm state {info['LocalNodeState']} and not a manager")
-        node_id = info["NodeID"]
-        spec_before = node_spec(node_id)
-        if spec_before.get("Availability") != "active":
-            pytest.skip("the shared node is not available; not touching it")
-
-        init = run_script(plan.init_script(MESH_IP, cloud_init_timeout_s=60, docker_timeout_s=30))
-        assert init.returncode == 0, init.stderr
-        assert "already active" in init.stderr
-        assert plan.parse_node_id(init.stdout) == node_id
-        assert swarm_info()["Cluster"]["ID"] == info["Cluster"]["ID"]
-
-        ours = {f"{TEST_LABEL_PREFIX}.role": "manager", f"{TEST_LABEL_PREFIX}.edge": "true"}
-        try:
-            labelled = run_script(plan.label_script(node_id, ours, manager=True, docker_timeout_s=30))
-            assert labelled.returncode == 0, labelled.stderr
-            labels_now = node_spec(node_id).get("Labels") or {}
-            assert {key: labels_now.get(key) for key in ours} == ours
-            # The labels others set are untouched.
-            before = spec_before.get("Labels") or {}
-            assert {key: labels_now.get(key) for key in before} == before
-        finally:
-            removed = run_script(plan.remove_labels_script(node_id, sorted(ours)))
-            assert removed.returncode == 0, removed.stderr
-        assert not {
-            key for key in node_spec(node_id).get("Labels") or {} if key.startswith(TEST_LABEL_PREFIX)
-        }
+        labelled = run_script(plan.label_script(node_id, ours, manager=True, docker_timeout_s=30))
+        assert labelled.returncode == 0, labelled.stderr
+        labels_now = node_spec(node_id).get("Labels") or {}
+        assert {key: labels_now.get(key) for key in ours} == ours
+        # The labels others set are untouched.
+        before = spec_before.get("Labels") or {}
+        assert {key: labels_now.get(key) for key in before} == before
     finally:
-        if owned:
-            subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, timeout=60)
+        removed = run_script(plan.remove_labels_script(node_id, sorted(ours)))
+        assert removed.returncode == 0, removed.stderr
+    assert not {key for key in node_spec(node_id).get("Labels") or {} if key.startswith(TEST_LABEL_PREFIX)}
