@@ -22,9 +22,11 @@ elif _REPO_ROOT not in sys.path:
 from collections.abc import Sequence  # noqa: E402
 
 import pulumi  # noqa: E402
+import pulumi_random as random  # noqa: E402
 
 from infra import config as stack_config  # noqa: E402
 from infra.app_stack.environments import settings_for_environment, settings_for_topology  # noqa: E402
+from infra.cloud_deploy import DASHBOARD_PASSWORD_KEY, JWT_KEY, CloudDeployArgs  # noqa: E402
 from infra.components.app_stack import AppStack, AppStackArgs  # noqa: E402
 from infra.components.mesh import Mesh, MeshArgs  # noqa: E402
 from infra.components.swarm import Swarm, SwarmArgs  # noqa: E402
@@ -77,6 +79,18 @@ def export_outputs(
     pulumi.export("urls", [f"https://{topology.fqdn(name)}/" for node in topology.edges for name in node.dns])
 
 
+def application_secrets() -> dict[str, pulumi.Output[str]]:
+    """The application's secrets, made once by pulumi_random and kept (encrypted) in the Pulumi state,
+    so every machine that runs `pulumi up` deploys the same ones: the item_socket JWT key and the
+    Traefik dashboard password (`pulumi stack output --show-secrets dashboard_password`)."""
+    jwt = random.RandomPassword("app-jwt-secret", length=64, special=False)
+    dashboard = random.RandomPassword("app-dashboard-password", length=24, special=False)
+    return {
+        JWT_KEY: pulumi.Output.secret(jwt.result),
+        DASHBOARD_PASSWORD_KEY: pulumi.Output.secret(dashboard.result),
+    }
+
+
 def deploy_cloud(config: stack_config.StackConfig) -> None:
     """Servers, firewalls, DNS, mesh, swarm and the application stack on it."""
     topology = config.topology
@@ -115,11 +129,23 @@ def deploy_cloud(config: stack_config.StackConfig) -> None:
         SwarmArgs(hosts=hosts, ssh_private_key=ssh_private_key),
         opts=pulumi.ResourceOptions(depends_on=[mesh]),
     )
+    app_secrets = application_secrets()
     app = AppStack(
         "app",
-        AppStackArgs(settings_for_topology(topology), docker_host=swarm.docker_host),
+        AppStackArgs(
+            settings_for_topology(topology),
+            docker_host=swarm.docker_host,
+            cloud=CloudDeployArgs(
+                private_key=ssh_private_key,
+                host_key=swarm.manager_host_key,
+                host_name=swarm.manager_name,
+                environment=topology.environment,
+                app_secrets=app_secrets,
+            ),
+        ),
         opts=pulumi.ResourceOptions(depends_on=[swarm, *dns_resources]),
     )
+    pulumi.export("dashboard_password", pulumi.Output.secret(app_secrets[DASHBOARD_PASSWORD_KEY]))
     export_outputs(topology, hosts, records, swarm, app)
 
 

@@ -60,6 +60,8 @@ class Swarm(pulumi.ComponentResource):
     """A Docker Swarm over the hosts' mesh addresses."""
 
     manager_ip: pulumi.Output[str]  # mesh address of the first manager
+    manager_name: str  # node name of the first manager
+    manager_host_key: pulumi.Output[str]  # its pinned SSH host key (what the deploy's ssh checks)
     docker_host: pulumi.Output[str]  # ssh://<user>@<public ipv4 of the first manager>
     node_ids: dict[str, pulumi.Output[str]]  # swarm node id per host name
     join_tokens: pulumi.Output[dict[str, str]]  # secret: {"worker": ..., "manager": ...}
@@ -203,6 +205,8 @@ class Swarm(pulumi.ComponentResource):
             self.node_ids[node.name] = node_id
 
         self.manager_ip = pulumi.Output.from_input(first.mesh_ip)
+        self.manager_name = first.name
+        self.manager_host_key = pulumi.Output.from_input(first_host.host_key or "")
         self.docker_host = pulumi.Output.concat("ssh://", first_host.ssh_user, "@", first_host.public_ipv4)
         self.register_outputs(
             {"manager_ip": self.manager_ip, "docker_host": self.docker_host, "node_ids": self.node_ids}

@@ -9,6 +9,7 @@ part, and the temporary directory with the private key is gone after the block.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from infra import cloud_deploy
 from infra.plans.cloud_init import authorized_keys_script
 from infra.ssh import SshSetupError, host_key_line, pinned_ssh
 
@@ -208,3 +210,45 @@ def test_authorized_keys_rotation_script_replaces_the_deploy_users_keys(
         subprocess.run(
             ["sh", "-c", authorized_keys_script(target.user, [target.deploy_public])], check=True, timeout=60
         )
+
+
+# --- the cloud deploy wrapper (infra/cloud_deploy.py) over the same sshd ------------------------
+
+
+def test_the_cloud_deploy_wrapper_runs_docker_with_the_pinned_setup(
+    target: Target, tmp_path: Path, operator_home: dict[str, str]
+) -> None:
+    environ = {
+        **operator_home,
+        "DOCKER_HOST": target.docker_host,
+        cloud_deploy.PRIVATE_KEY_VAR: target.deploy_key,
+        cloud_deploy.HOST_KEY_VAR: target.host_key,
+        cloud_deploy.HOST_NAME_VAR: "test-node",
+    }
+    out = tmp_path / "out"
+    command = ["sh", "-c", f'docker version --format "{{{{.Server.Version}}}}" > {out} && env > {out}.env']
+    assert cloud_deploy.run(command, environ) == 0
+    assert out.read_text().strip()
+    assert target.deploy_key.strip().splitlines()[1] not in Path(f"{out}.env").read_text()  # key not in env
+    _, other = keypair(tmp_path / "impostor", "impostor")
+    assert cloud_deploy.run(command, {**environ, cloud_deploy.HOST_KEY_VAR: other}) != 0
+
+
+def test_app_secrets_from_the_state_are_written_once_where_the_deploy_reads_them(tmp_path: Path) -> None:
+    values = {cloud_deploy.JWT_KEY: "j" * 64, cloud_deploy.DASHBOARD_PASSWORD_KEY: "p" * 24}
+    environ = {
+        "PATH": os.environ["PATH"],
+        cloud_deploy.APP_SECRETS_VAR: json.dumps(values),
+        cloud_deploy.ENVIRONMENT_VAR: "dev",
+    }
+    assert cloud_deploy.run(["true"], environ, build_dir=tmp_path) == 0
+    secrets_dir = tmp_path / "dev" / "secrets"
+    assert (secrets_dir / "item_socket_jwt_secret").read_text() == "j" * 64
+    users = (secrets_dir / "traefik_dashboard_users").read_text()
+    assert (
+        users.startswith("admin:$2") and (secrets_dir / "traefik_dashboard_password").read_text() == "p" * 24
+    )
+    assert all((secrets_dir / name).stat().st_mode & 0o777 == 0o600 for name in os.listdir(secrets_dir))
+    # Unchanged values change nothing (a new bcrypt salt would roll Traefik on every deploy).
+    assert cloud_deploy.write_app_secrets(values, secrets_dir) == []
+    assert (secrets_dir / "traefik_dashboard_users").read_text() == users
