@@ -277,12 +277,15 @@ esac
     )
 
 
-def manager_probe_script(*, docker_timeout_s: int = DOCKER_TIMEOUT_S) -> str:
+def manager_probe_script(
+    *, cloud_init_timeout_s: int = CLOUD_INIT_TIMEOUT_S, docker_timeout_s: int = DOCKER_TIMEOUT_S
+) -> str:
     """On a manager other than the first: print `<mesh address>:2377 <manager join token>` if this
     host is an active manager of a swarm, nothing otherwise (a new stack). The output is a secret;
     it feeds `init_script`'s stdin."""
     return (
         _header("offer this manager to a replaced first manager")
+        + wait_for_cloud_init(cloud_init_timeout_s)
         + _wait_for_docker(docker_timeout_s, give_up="skip")
         + f"""control=$(dk info --format '{{{{.Swarm.ControlAvailable}}}}')
 if [ "$(swarm_state)" = active ] && [ "$control" = true ]; then

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from infra.plans import swarm
-from infra.plans.cloud_init import bootstrap_script
+from infra.plans.cloud_init import authorized_keys_script, bootstrap_script
 from infra.plans.firewall import FirewallRule, firewall_install_script
 from infra.plans.mesh import render_apply_script
 from infra.plans.remote import CLOUD_INIT_WAIT_MARKER, wait_for_cloud_init
@@ -29,8 +29,13 @@ REMOTE_SCRIPTS: dict[str, Callable[[], str]] = {
     "adopted-host firewall": lambda: firewall_install_script(RULES),
     "swarm init": lambda: swarm.init_script("10.210.0.1"),
     "swarm join": lambda: swarm.join_script("10.210.0.1", "10.210.0.2"),
+    "swarm manager probe": swarm.manager_probe_script,
+    "authorized keys": lambda: authorized_keys_script("deploy", ["ssh-ed25519 AAAA k"]),
 }
-TOUCHES = re.compile(r"^\s*[^#\n]*\b(apt-get|apt|dpkg|systemctl|usermod|docker)\b", re.MULTILINE)
+# Packages, services, and the files cloud-init's users module writes (~/.ssh/authorized_keys).
+TOUCHES = re.compile(
+    r"^\s*[^#\n]*\b(apt-get|apt|dpkg|systemctl|usermod|docker|authorized_keys)\b", re.MULTILINE
+)
 
 
 @pytest.mark.parametrize("name", sorted(REMOTE_SCRIPTS))
