@@ -343,7 +343,8 @@ class HetznerNode(_NodeBase):
     """A Hetzner Cloud server (pulumi_hcloud)."""
 
     provider: Literal["hetzner"]
-    size: str = "cx22"
+    # cx22 and its generation are no longer sold (Hetzner changelog 2025-10-16, removed January 2026).
+    size: str = "cx23"
     image: str = "debian-12"
 
     check_region = _region_validator("hetzner")

@@ -175,3 +175,28 @@ def test_missing_credential_fails_before_any_resource_naming_the_key() -> None:
 def test_missing_topology_says_which_file_to_create() -> None:
     with pytest.raises(pulumi.RunError, match=r"create stacks/Pulumi.staging.yaml"):
         run_with_mocks(lambda: runpy.run_path(PROGRAM, run_name="__main__"), stack="staging", config={})
+
+
+# Server types the providers no longer sell (from their changelogs; extend as they retire more).
+RETIRED_SIZES = {
+    "hetzner": {
+        "cx11",
+        "cx21",
+        "cx31",
+        "cx41",
+        "cx51",
+        "cx22",
+        "cx32",
+        "cx42",
+        "cx52",
+    },  # changelog 2025-10-16
+}
+
+
+@pytest.mark.parametrize("env", ["prod", "dev"])
+def test_stack_files_use_server_types_the_providers_still_sell(env: str) -> None:
+    from infra.topology import load_topology
+
+    for node in load_topology(stack_topology(env)).nodes:
+        size = getattr(node, "size", None)
+        assert size not in RETIRED_SIZES.get(node.provider, set()), (env, node.name, size)

@@ -189,7 +189,7 @@ def test_hetzner_server(run: Run) -> None:
     server = run.mocks.named("hetzner-1-server")
     assert server.typ == "hcloud:index/server:Server"
     assert (server.inputs["serverType"], server.inputs["location"], server.inputs["image"]) == (
-        "cx32",
+        "cx33",
         "nbg1",
         "debian-12",
     )
