@@ -90,8 +90,11 @@ class HetznerServer(pulumi.ComponentResource):
             firewall_ids=[self.public_firewall.id.apply(int)],
             labels={"spaced-environment": ctx.environment, "spaced-node": node.name},
             # Key inputs (ssh_keys, user_data) force a replacement: a running server keeps its own;
-            # a new deploy key reaches it through the authorized-keys command below.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["user_data", "ssh_keys"]),
+            # a new deploy key reaches it through the authorized-keys command below. firewall_ids
+            # also lists the peer firewall once its attachment exists: not a change to undo.
+            opts=pulumi.ResourceOptions(
+                parent=self, ignore_changes=["user_data", "ssh_keys", "firewall_ids"]
+            ),
         )
         self.host = build_host(
             node,

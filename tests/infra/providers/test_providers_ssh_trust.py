@@ -181,6 +181,10 @@ def test_an_ssh_keyscan_line_is_accepted_as_host_key() -> None:
 # --- deploy-key changes -----------------------------------------------------------------------
 
 
+def test_a_hetzner_server_keeps_the_peer_firewall_its_attachment_adds(run: Run) -> None:
+    assert "firewall_ids" in run.ignored["hetzner-1-server"]
+
+
 def test_servers_ignore_the_inputs_a_deploy_key_change_would_replace_them_for(run: Run) -> None:
     seen = set()
     for typ, inputs in KEY_INPUTS.items():
