@@ -37,10 +37,27 @@ HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDsAv6Gu3peoqR+hx8LYO3CIRaglqPFu
 
 def make_hosts(server: pulumi.Resource | None = None) -> list[Host]:
     return [
-        Host("worker-a", "hetzner", "fsn1", "203.0.113.2", "10.210.0.2", "deploy", labels={"tier": "app"},
-             host_key=HOST_KEY),
-        Host("apex", "existing", "de", "203.0.113.1", "10.210.0.1", "deploy", manager=True, edge=True,
-             host_key=HOST_KEY),
+        Host(
+            "worker-a",
+            "hetzner",
+            "fsn1",
+            "203.0.113.2",
+            "10.210.0.2",
+            "deploy",
+            labels={"tier": "app"},
+            host_key=HOST_KEY,
+        ),
+        Host(
+            "apex",
+            "existing",
+            "de",
+            "203.0.113.1",
+            "10.210.0.1",
+            "deploy",
+            manager=True,
+            edge=True,
+            host_key=HOST_KEY,
+        ),
         Host(
             "mgr-b",
             "aws",
