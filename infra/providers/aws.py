@@ -16,6 +16,7 @@ import pulumi_aws as aws
 from infra.plans.firewall import FirewallRule, public_rules, split_families
 from infra.providers.base import (
     ProvisionContext,
+    ServerArgs,
     authorized_keys_command,
     build_host,
     new_host_key,
@@ -38,9 +39,10 @@ class AwsServer(pulumi.ComponentResource):
     """One EC2 instance in its own security group, which holds the public rules from the start."""
 
     def __init__(
-        self, name: str, node: AwsNode, ctx: ProvisionContext, opts: pulumi.ResourceOptions | None = None
+        self, name: str, args: ServerArgs[AwsNode], opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("spaced:providers:AwsServer", name, None, opts)
+        node, ctx = args.node, args.ctx
         region = node.region
         # The stack's credentials must be passed explicitly: Pulumi gives aws:* config to the default
         # provider only (pulumi-aws issues 1307, 3259).
@@ -190,7 +192,7 @@ class AwsFirewall(pulumi.ComponentResource):
 
 def provision(node: AwsNode, ctx: ProvisionContext) -> AwsServer:
     """The node's security group (public rules), instance and Elastic IP."""
-    return AwsServer(node.name, node, ctx)
+    return AwsServer(node.name, ServerArgs(node, ctx))
 
 
 def protect(server: AwsServer, rules: Sequence[FirewallRule]) -> AwsFirewall:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import pulumi
 import pulumi_tls as tls
@@ -18,6 +18,7 @@ from infra.plans.firewall import FirewallRule
 from infra.topology import NodeModel
 
 T = TypeVar("T")
+N = TypeVar("N", bound=NodeModel)
 
 
 @dataclass
@@ -50,6 +51,14 @@ class ProvisionContext:
         if key not in self.shared_resources:
             self.shared_resources[key] = factory()
         return self.shared_resources[key]
+
+
+@dataclass(frozen=True)
+class ServerArgs(Generic[N]):
+    """The arguments of every server component: its node (typed per provider) and the stack context."""
+
+    node: N
+    ctx: ProvisionContext
 
 
 class Server(Protocol):

@@ -18,6 +18,7 @@ from infra.plans.deploy_key import AccountKey, key_to_reuse
 from infra.plans.firewall import FirewallRule, public_rules
 from infra.providers.base import (
     ProvisionContext,
+    ServerArgs,
     authorized_keys_command,
     build_host,
     new_host_key,
@@ -67,13 +68,10 @@ class DigitalOceanServer(pulumi.ComponentResource):
     """One droplet, created behind its public-rules firewall."""
 
     def __init__(
-        self,
-        name: str,
-        node: DigitalOceanNode,
-        ctx: ProvisionContext,
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: ServerArgs[DigitalOceanNode], opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("spaced:providers:DigitalOceanServer", name, None, opts)
+        node, ctx = args.node, args.ctx
         ssh_key_fingerprint = ctx.shared("digitalocean-deploy-key", lambda: deploy_key_fingerprint(ctx))
         self.host_key = new_host_key(name, self)
         self.tag = digitalocean.Tag(
@@ -157,7 +155,7 @@ class DigitalOceanFirewall(pulumi.ComponentResource):
 
 def provision(node: DigitalOceanNode, ctx: ProvisionContext) -> DigitalOceanServer:
     """The node's droplet, behind its public rules from the first boot."""
-    return DigitalOceanServer(node.name, node, ctx)
+    return DigitalOceanServer(node.name, ServerArgs(node, ctx))
 
 
 def protect(server: DigitalOceanServer, rules: Sequence[FirewallRule]) -> DigitalOceanFirewall:

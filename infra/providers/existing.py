@@ -19,7 +19,7 @@ import pulumi_command as command
 from infra.connection import ssh_connection
 from infra.plans.cloud_init import bootstrap_script
 from infra.plans.firewall import FIREWALL_REMOVE_SCRIPT, FirewallRule, firewall_install_script, public_rules
-from infra.providers.base import ProvisionContext, authorized_keys_command, build_host
+from infra.providers.base import ProvisionContext, ServerArgs, authorized_keys_command, build_host
 from infra.topology import ExistingNode
 
 
@@ -27,9 +27,10 @@ class ExistingServer(pulumi.ComponentResource):
     """An adopted server: the bootstrap command over SSH."""
 
     def __init__(
-        self, name: str, node: ExistingNode, ctx: ProvisionContext, opts: pulumi.ResourceOptions | None = None
+        self, name: str, args: ServerArgs[ExistingNode], opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("spaced:providers:ExistingServer", name, None, opts)
+        node, ctx = args.node, args.ctx
         if ctx.ssh_private_key is None:
             raise ValueError(
                 f"node {node.name!r} is adopted over SSH but spaced:sshPrivateKey is not set; "
@@ -99,7 +100,7 @@ class ExistingFirewall(pulumi.ComponentResource):
 
 def provision(node: ExistingNode, ctx: ProvisionContext) -> ExistingServer:
     """Adopt the server and bootstrap it."""
-    return ExistingServer(node.name, node, ctx)
+    return ExistingServer(node.name, ServerArgs(node, ctx))
 
 
 def protect(server: ExistingServer, rules: Sequence[FirewallRule]) -> ExistingFirewall:

@@ -15,6 +15,7 @@ import pulumi_gcp as gcp
 from infra.plans.firewall import FirewallRule, public_rules, split_families
 from infra.providers.base import (
     ProvisionContext,
+    ServerArgs,
     authorized_keys_command,
     build_host,
     new_host_key,
@@ -28,9 +29,10 @@ class GcpServer(pulumi.ComponentResource):
     """One Compute Engine instance in the stack's VPC; its public rules target its network tag."""
 
     def __init__(
-        self, name: str, node: GcpNode, ctx: ProvisionContext, opts: pulumi.ResourceOptions | None = None
+        self, name: str, args: ServerArgs[GcpNode], opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("spaced:providers:GcpServer", name, None, opts)
+        node, ctx = args.node, args.ctx
         self.network = ctx.shared(
             "gcp-network",
             lambda: gcp.compute.Network(
@@ -144,7 +146,7 @@ class GcpFirewall(pulumi.ComponentResource):
 
 def provision(node: GcpNode, ctx: ProvisionContext) -> GcpServer:
     """The instance (and its static address) with its public rules."""
-    return GcpServer(node.name, node, ctx)
+    return GcpServer(node.name, ServerArgs(node, ctx))
 
 
 def protect(server: GcpServer, rules: Sequence[FirewallRule]) -> GcpFirewall:

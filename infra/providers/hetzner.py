@@ -19,6 +19,7 @@ from infra.plans.deploy_key import AccountKey, key_to_reuse
 from infra.plans.firewall import FirewallRule, public_rules
 from infra.providers.base import (
     ProvisionContext,
+    ServerArgs,
     authorized_keys_command,
     build_host,
     new_host_key,
@@ -65,9 +66,10 @@ class HetznerServer(pulumi.ComponentResource):
     """One Hetzner Cloud server behind a firewall with its public rules."""
 
     def __init__(
-        self, name: str, node: HetznerNode, ctx: ProvisionContext, opts: pulumi.ResourceOptions | None = None
+        self, name: str, args: ServerArgs[HetznerNode], opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("spaced:providers:HetznerServer", name, None, opts)
+        node, ctx = args.node, args.ctx
         ssh_key_id = ctx.shared("hetzner-deploy-key", lambda: deploy_key_id(ctx))
         child = pulumi.ResourceOptions(parent=self)
         self.host_key = new_host_key(name, self)
@@ -141,7 +143,7 @@ class HetznerFirewall(pulumi.ComponentResource):
 
 def provision(node: HetznerNode, ctx: ProvisionContext) -> HetznerServer:
     """The node's server, behind its public rules from the first boot."""
-    return HetznerServer(node.name, node, ctx)
+    return HetznerServer(node.name, ServerArgs(node, ctx))
 
 
 def protect(server: HetznerServer, rules: Sequence[FirewallRule]) -> HetznerFirewall:

@@ -16,6 +16,7 @@ import pulumi_ionoscloud as ionoscloud
 from infra.plans.firewall import ANYWHERE_V4, FirewallRule, public_rules, split_families
 from infra.providers.base import (
     ProvisionContext,
+    ServerArgs,
     authorized_keys_command,
     build_host,
     new_host_key,
@@ -29,9 +30,10 @@ class IonosServer(pulumi.ComponentResource):
     """One IONOS Cloud server in its own virtual data center."""
 
     def __init__(
-        self, name: str, node: IonosNode, ctx: ProvisionContext, opts: pulumi.ResourceOptions | None = None
+        self, name: str, args: ServerArgs[IonosNode], opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("spaced:providers:IonosServer", name, None, opts)
+        node, ctx = args.node, args.ctx
         child = pulumi.ResourceOptions(parent=self)
         display_name = f"spaced-{ctx.environment}-{node.name}"
         self.datacenter = ionoscloud.compute.Datacenter(
@@ -146,7 +148,7 @@ class IonosFirewall(pulumi.ComponentResource):
 
 def provision(node: IonosNode, ctx: ProvisionContext) -> IonosServer:
     """Data center, LAN, IP block, server and the NIC's public rules."""
-    return IonosServer(node.name, node, ctx)
+    return IonosServer(node.name, ServerArgs(node, ctx))
 
 
 def protect(server: IonosServer, rules: Sequence[FirewallRule]) -> IonosFirewall:
