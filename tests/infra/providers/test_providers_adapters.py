@@ -112,6 +112,22 @@ def test_a_server_and_a_firewall_component_per_node_with_children_under_them(run
         assert set(own) <= set(parented), (node, set(own) - set(parented))
 
 
+def test_peer_rules_live_in_the_firewall_component_not_in_the_finished_server(run: Run) -> None:
+    """The server component is complete when `provision` returns; `protect` adds nothing under it."""
+    for node in ("adopted-1", "hetzner-1", "aws-1", "gcp-1", "do-1", "ionos-1"):
+        under_firewall = [
+            urn
+            for urn in run.urns
+            if urn.split("::")[-1] != f"{node}-firewall"
+            and "Firewall$" in urn
+            and urn.split("::")[-1].startswith(f"{node}-firewall")
+        ]
+        assert under_firewall, node
+        for urn in run.urns:
+            if urn.split("::")[-1].startswith(f"{node}-firewall-"):
+                assert "Server$" not in urn, urn  # never a child of the server component
+
+
 def test_unknown_provider_lists_the_registry() -> None:
     with pytest.raises(ValueError, match="unknown provider 'vultr'; valid: " + ", ".join(sorted(REGISTRY))):
         adapter("vultr")
