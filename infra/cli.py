@@ -7,6 +7,10 @@
     spaced token [ENV] [--doc GLOB] [--read-only] [--ttl SECONDS]
     spaced deploy [ENV] [--settings FILE|-] [--docker-host ssh://…] [--remove]
     spaced images [--only item_socket,…] [--json]
+    spaced dns plan ENV [--outputs FILE] [--json]
+    spaced dns check ENV [--resolver IP[:PORT]] [--outputs FILE] [--json]
+    spaced ci affected-stacks [--base REV] [--head REV] [--files PATH...] [--all]
+    spaced ci image-tag
 
 Cloud environments are deployed by `pulumi up --stack <env>` (the same renderer and deploy function).
 Every failure ends in one line `ERROR (<Kind>): <message>` that names what to do next; `--debug`
@@ -31,17 +35,11 @@ from infra.app_stack.environments import settings_for_environment
 from infra.app_stack.local import mint_token, prepare_local, read_jwt_secret
 from infra.app_stack.model import LOCAL_ENVIRONMENT, StackSettings
 from infra.app_stack.render import render_stack, write_stack
+from infra.ci.commands import add_ci_parser
+from infra.dns_check.commands import add_dns_parser
 from infra.docker_cli import DockerRunner
-from infra.errors import SpacedError
+from infra.errors import CliError, SpacedError
 from infra.images import BUILT_SERVICES, DEFAULT_CACHE_DIR, build_images
-
-
-class CliError(SpacedError):
-    """A failure the CLI reports as `ERROR (<kind>): <message>`."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 def _progress(message: str) -> None:
@@ -268,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     images.add_argument("--docker-host", default=None, help="engine address (default: DOCKER_HOST or local)")
     images.add_argument("--json", action="store_true", help="print {service: reference} as JSON on stdout")
     images.set_defaults(func=cmd_images)
+
+    add_dns_parser(sub)
+    add_ci_parser(sub)
     return parser
 
 

@@ -12,3 +12,11 @@ class SpacedError(Exception):
     """Base of every failure reported as `ERROR (<kind>): <message>`; subclasses set `kind`."""
 
     kind = "Error"
+
+
+class CliError(SpacedError):
+    """A failure of a command-line argument or input whose kind is given where it is raised."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind

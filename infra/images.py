@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.app_stack.model import BUILT_SERVICES
 from infra.docker_cli import DockerRunner
 from infra.errors import SpacedError
 
@@ -46,7 +47,6 @@ BASE_PACKAGES = ("ca-certificates", "busybox")
 # Bump when the rootfs recipe below changes, so the cached tarball and the base tag change with it.
 ROOTFS_RECIPE_VERSION = "1"
 TAG_LENGTH = 12
-BUILT_SERVICES = ("item_socket", "traefik", "nginx", "prometheus", "node_exporter")
 # Every image built here inherits it from the base: what `prune_images` may remove.
 PROJECT_LABEL = "fun.spaced.project"
 BUILD_TIMEOUT_SECONDS = 1200.0
@@ -599,6 +599,9 @@ def build_images(
         ),
         "node_exporter": lambda base: build_from_recipe(
             docker, base, progress, service="node_exporter", recipe="node-exporter"
+        ),
+        "socket_proxy": lambda base: build_from_recipe(
+            docker, base, progress, service="socket_proxy", recipe="docker-socket-proxy"
         ),
     }
     with cache_lock(cache_dir):

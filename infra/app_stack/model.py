@@ -20,7 +20,7 @@ STACK_NAME = "spaced"
 LOCAL_ENVIRONMENT = "local"
 
 # The services whose images `infra.images.build_local_images` builds (cAdvisor is always pulled).
-BUILT_SERVICES = ("item_socket", "traefik", "nginx", "prometheus", "node_exporter")
+BUILT_SERVICES = ("item_socket", "traefik", "nginx", "prometheus", "node_exporter", "socket_proxy")
 CADVISOR_IMAGE = "gcr.io/cadvisor/cadvisor:v0.49.1"
 
 
@@ -198,6 +198,20 @@ class Healthcheck:
 
 
 @dataclass(frozen=True)
+class LogRotation:
+    """The json-file log driver with a size cap: without one a container's log grows forever
+    (~390 bytes per request through Traefik or nginx). The same cap is the engine default that
+    cloud-init writes into the nodes' daemon.json."""
+
+    max_size: str = "10m"
+    max_file: int = 3
+
+    def to_compose(self) -> dict[str, Any]:
+        """Compose `logging` block."""
+        return {"driver": "json-file", "options": {"max-size": self.max_size, "max-file": str(self.max_file)}}
+
+
+@dataclass(frozen=True)
 class Resources:
     """CPU/memory limits and reservations (memory as compose strings like '256M')."""
 
@@ -265,6 +279,7 @@ class Service:
     endpoint_mode: Literal["dnsrr", "vip"] = "dnsrr"
     restart_max_attempts: int = 0
     """0 = unlimited: a crashed task is always restarted."""
+    logging: LogRotation = field(default_factory=LogRotation)
 
     def to_compose(self) -> dict[str, Any]:
         """The service's entry in the compose file's `services`."""
@@ -307,6 +322,7 @@ class Service:
             body["secrets"] = [{"source": s.key, "target": s.target, "mode": s.mode} for s in self.secrets]
         if self.volumes:
             body["volumes"] = [v.to_compose() for v in self.volumes]
+        body["logging"] = self.logging.to_compose()
         body["stop_grace_period"] = self.stop_grace_period
         if self.stop_signal:
             body["stop_signal"] = self.stop_signal

@@ -18,7 +18,7 @@ import yaml
 
 from infra.app_stack.model import ConfigFile, SecretSpec, StackSettings
 from infra.app_stack.services import service_bundles
-from infra.app_stack.services.common import MONITORING_NETWORK, PUBLIC_NETWORK
+from infra.app_stack.services.common import DOCKER_API_NETWORK, MONITORING_NETWORK, PUBLIC_NETWORK
 
 COMPOSE_FILE = "docker-stack.yml"
 
@@ -82,8 +82,17 @@ def render_stack(settings: StackSettings, secret_names: Mapping[str, str] | None
         "services": {b.service.name: b.service.to_compose() for b in bundles},
         "networks": {
             # Attachable: one-off containers (debugging, tests) can join the overlay.
-            net: {"driver": "overlay", "attachable": True, "labels": labels}
-            for net in (PUBLIC_NETWORK, MONITORING_NETWORK)
+            **{
+                net: {"driver": "overlay", "attachable": True, "labels": labels}
+                for net in (PUBLIC_NETWORK, MONITORING_NETWORK)
+            },
+            # Only Traefik and the Docker API proxy: internal, and no container may attach to it.
+            DOCKER_API_NETWORK: {
+                "driver": "overlay",
+                "internal": True,
+                "attachable": False,
+                "labels": labels,
+            },
         },
         "volumes": {v: {"labels": labels} for b in bundles for v in b.volumes},
         "configs": {

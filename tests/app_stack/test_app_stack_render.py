@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,10 @@ import yaml
 from infra.app_stack.environments import settings_for_environment
 from infra.app_stack.model import ConfigFile, StackSettings, StackSettingsError
 from infra.app_stack.render import render_stack, write_stack
+from infra.app_stack.services.nginx import OTHER_SERVICES_PATHS, render_nginx_conf
 from infra.app_stack.services.traefik import static_config
 
-EVERY_SERVICE = {"traefik", "nginx", "item_socket", "prometheus", "node_exporter", "cadvisor"}
+EVERY_SERVICE = {"traefik", "socket_proxy", "nginx", "item_socket", "prometheus", "node_exporter", "cadvisor"}
 
 
 def _services(settings: StackSettings) -> dict[str, dict]:
@@ -37,6 +39,28 @@ def test_every_service_has_health_limits_placement_and_rollback(env_fixture: str
         assert deploy["endpoint_mode"] == "dnsrr", name
         for port in service.get("ports", []):
             assert port["mode"] == "host", name
+        capped = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
+        assert service["logging"] == capped, name
+
+
+@pytest.mark.parametrize("env_fixture", ["local_settings", "prod_settings"])
+def test_nginx_answers_503_for_every_path_another_service_owns(env_fixture: str, request) -> None:
+    """nginx is Traefik's catch-all: each PathPrefix another service routes must be a 503 location
+    there, or clients of a stopped service get the board page."""
+    services = _services(request.getfixturevalue(env_fixture))
+    prefixes = {
+        prefix
+        for name, service in services.items()
+        if name != "nginx"
+        for key, rule in service["deploy"].get("labels", {}).items()
+        if key.endswith(".rule")
+        for prefix in re.findall(r"PathPrefix\(`([^`]+)`\)", rule)
+    }
+    assert prefixes == set(OTHER_SERVICES_PATHS)
+    conf = render_nginx_conf()
+    for prefix in prefixes:
+        assert f"location ^~ {prefix} {{" in conf
+    assert "try_files $uri $uri/ =404;" in conf, "an unknown path must be 404, not the page"
 
 
 def test_item_socket_one_replica_stop_first_secret_as_file(local_settings: StackSettings) -> None:

@@ -1,5 +1,6 @@
-"""Two headless Chromium pages on the board page of the deployed stack: a drag in one appears in
-the other (nginx serves the page through Traefik, the page syncs through item_socket)."""
+"""Headless Chromium on the board page of the deployed stack (nginx serves the page through Traefik,
+the page syncs through item_socket): a drag in one page appears in the other, and a newcomer
+without a token is told to run `spaced token local` and is offered no editing."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.web.browser import CONNECTED, ERROR_SHOWN, SYNCED, browser_session
 
 from .conftest import LocalStack
 
@@ -52,3 +55,22 @@ def test_a_drag_in_one_browser_appears_in_the_other(local_stack: LocalStack) -> 
     assert (f"{dropped['x']}px", f"{dropped['y']}px") != (start["left"], start["top"])
     assert result["seenInB"] == {"left": f"{dropped['x']}px", "top": f"{dropped['y']}px"}
     assert result["mapInB"] == dropped
+
+
+def test_the_newcomer_without_a_token_is_told_what_to_run(local_stack: LocalStack) -> None:
+    doc = f"e2e-newcomer-{uuid.uuid4().hex[:8]}"
+    with browser_session() as browser:
+        # As a newcomer opens it: the bare address, no token.
+        bare = browser.open(f"{local_stack.url}/")
+        browser.wait(bare, ERROR_SHOWN, timeout_ms=30000)
+        state = browser.state(bare)
+        assert "spaced token local" in state["message"]["codes"], state["message"]
+        assert state["message"]["role"] == "alert" and "error" in state["message"]["className"].split()
+        assert state["addDisabled"] is True and state["status"] == "refused"
+        # With the token from `spaced token local`: connected, editing on, and the empty board's hint.
+        page = browser.open(f"{local_stack.url}/#token={local_stack.token(doc)}&doc={doc}")
+        browser.wait(page, f"{CONNECTED} && {SYNCED}", timeout_ms=30000)
+        state = browser.state(page)
+        assert state["status"] == "connected" and not state["message"]["visible"]
+        assert state["hint"]["visible"], state
+        assert state["description"], "the page has a meta description"

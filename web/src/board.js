@@ -27,14 +27,80 @@ provider.awareness.setLocalStateField('user', { name: `user-${doc.clientID % 100
 const board = document.getElementById('board')
 const statusEl = document.getElementById('status')
 const peersEl = document.getElementById('peers')
+const messageEl = document.getElementById('message')
+const hintEl = document.getElementById('hint')
+const addButton = document.getElementById('add')
+
+// What to do about a refused or failed connection, as text and <code> parts (never innerHTML).
+function refusalMessage (reason, refused) {
+  if (reason === 'Unauthorized' && !token) {
+    return ['This board needs an access token. Open the URL ', code('make up'), ' printed (it ends with ',
+      code('#token=…'), '), or run ', code('spaced token local'), ' and add ', code('#token=<the token>'),
+      ' to this page\'s address, then reload.']
+  }
+  if (reason === 'Unauthorized') {
+    return ['The access token was refused: it is invalid, has expired or does not cover the document ', code(docName),
+      '. Run ', code(`spaced token local --doc '${docName}'`), ' and put the new token after ',
+      code('#token='), ' in this page\'s address, then reload.']
+  }
+  return [`Cannot connect to the board server (${reason})${refused ? '. Reload to try again.' : '; retrying…'}`]
+}
+
+function code (text) {
+  const el = document.createElement('code')
+  el.textContent = text
+  return el
+}
+
+function showError (parts) {
+  messageEl.replaceChildren(...parts)
+  messageEl.hidden = false
+}
+
+function clearError () {
+  messageEl.replaceChildren()
+  messageEl.hidden = true
+}
 
 function setStatus (status) {
   statusEl.textContent = status
   statusEl.dataset.status = status
 }
-provider.on('status', ({ status }) => setStatus(status))
-provider.on('connection-error', (err) => setStatus(`error: ${err && err.message ? err.message : err}`))
-provider.on('sync', (synced) => { board.dataset.synced = String(synced) })
+
+// Editing only while connected: an edit made offline would reach no one, and never will if the
+// connection is refused.
+let connected = false
+function setConnected (value) {
+  connected = value
+  addButton.disabled = !value
+  addButton.title = value ? 'Add an item to the board' : 'Not connected to the board'
+  board.dataset.editable = String(value)
+  if (!value && dragging) endDrag()
+  renderHint()
+}
+
+function renderHint () {
+  hintEl.hidden = !(connected && board.dataset.synced === 'true' && items.size === 0)
+}
+
+provider.on('status', ({ status }) => {
+  // A refused connection stays refused (socket.io does not retry it): keep saying so.
+  if (statusEl.dataset.status !== 'refused' || status === 'connected') setStatus(status)
+  if (status === 'connected') clearError()
+  setConnected(status === 'connected')
+})
+provider.on('connection-error', (err) => {
+  const reason = err && err.message ? err.message : String(err)
+  // socket.io retries transport errors (the socket stays active); a refusal by the server is final.
+  const refused = !provider.socket.active
+  setStatus(refused ? 'refused' : 'disconnected')
+  showError(refusalMessage(reason, refused))
+  setConnected(false)
+})
+provider.on('sync', (synced) => {
+  board.dataset.synced = String(synced)
+  renderHint()
+})
 
 function renderPeers () {
   peersEl.replaceChildren()
@@ -75,9 +141,10 @@ function renderItems () {
     el.textContent = item.label
   }
 }
-items.observe(renderItems)
+items.observe(() => { renderItems(); renderHint() })
 
 function startDrag (event) {
+  if (!connected) return
   const el = event.currentTarget
   const id = el.dataset.id
   const item = items.get(id)
@@ -120,7 +187,8 @@ function endDrag () {
   renderItems()
 }
 
-document.getElementById('add').addEventListener('click', () => {
+addButton.addEventListener('click', () => {
+  if (!connected) return
   const id = `${doc.clientID}-${Date.now().toString(36)}`
   items.set(id, {
     x: 20 + Math.round(Math.random() * Math.max(0, board.clientWidth - 150)),
@@ -131,5 +199,6 @@ document.getElementById('add').addEventListener('click', () => {
 })
 
 renderItems()
+renderHint()
 // For tests and the console: the live objects of this page.
 window.spacedBoard = { doc, items, provider }

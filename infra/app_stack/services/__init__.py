@@ -10,11 +10,13 @@ from infra.app_stack.services.item_socket import item_socket
 from infra.app_stack.services.nginx import nginx
 from infra.app_stack.services.node_exporter import node_exporter
 from infra.app_stack.services.prometheus import prometheus
+from infra.app_stack.services.socket_proxy import socket_proxy
 from infra.app_stack.services.traefik import traefik
 
 # Redis is not deployed: item_socket runs one replica with SQLite until the Redis scale-out lands.
 SERVICES: dict[str, Callable[[StackSettings], ServiceBundle]] = {
     "traefik": traefik,
+    "socket_proxy": socket_proxy,
     "nginx": nginx,
     "item_socket": item_socket,
     "prometheus": prometheus,

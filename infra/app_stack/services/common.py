@@ -8,6 +8,8 @@ PUBLIC_NETWORK = "public"
 """Overlay shared by Traefik and the services it routes to."""
 MONITORING_NETWORK = "monitoring"
 """Overlay Prometheus scrapes over; never routed from the internet."""
+DOCKER_API_NETWORK = "docker_api"
+"""Internal overlay between Traefik and the read-only Docker API proxy, and nothing else."""
 
 # Labels set by the swarm bootstrap (infra.plans.swarm) and by `spaced up local` on the local node.
 EDGE_CONSTRAINT = "node.labels.edge == true"

@@ -15,6 +15,14 @@ from infra.app_stack.services.common import MANAGER_CONSTRAINT, PUBLIC_NETWORK, 
 from infra.app_stack.services.traefik import router_labels
 
 CONFIG = "nginx_conf"
+OTHER_SERVICES_PATHS = {
+    "/socket.io/": "item_socket",
+    "/ws/": "item_socket",
+    "/api": "traefik",
+    "/dashboard": "traefik",
+}
+"""Path prefixes routed by Traefik to another service; nginx sees them only while that one is down."""
+RETRY_AFTER_SECONDS = 5
 WEB_ROOT = "/usr/share/nginx/html"
 PORT = 80
 
@@ -28,6 +36,11 @@ def render_nginx_conf(listen: str = str(PORT), web_root: str = WEB_ROOT, temp_di
 
     The pid file and temp directories carry a `spaced-` prefix: the image runs nginx as www-data, and
     files of the same default names left behind by root during the image build would be unwritable.
+
+    nginx is Traefik's catch-all route, so it also answers for paths that belong to other services
+    while those have no running task (Traefik then has no router for them): such a path gets 503
+    with Retry-After, never the board page, so clients back off and retry instead of failing to
+    parse HTML. Any other path that is not a file is 404.
     """
     return f"""\
 worker_processes auto;
@@ -75,11 +88,29 @@ http {{
 
         location / {{
             add_header Cache-Control "no-cache";
-            try_files $uri $uri/ /index.html;
+            try_files $uri $uri/ =404;
         }}
+{unavailable_locations(OTHER_SERVICES_PATHS)}
     }}
 }}
 """
+
+
+def unavailable_locations(paths: dict[str, str]) -> str:
+    """nginx `location` blocks answering 503 + Retry-After for each prefix of `paths` (prefix -> the
+    service it belongs to), matched before any file (`^~`)."""
+    blocks = []
+    for prefix, service in sorted(paths.items()):
+        body = f"{service} is not available right now; retry in {RETRY_AFTER_SECONDS} s\\n"
+        blocks.append(
+            f"        location ^~ {prefix} {{\n"
+            f"            default_type text/plain;\n"
+            f'            add_header Retry-After "{RETRY_AFTER_SECONDS}" always;\n'
+            f'            add_header Cache-Control "no-store" always;\n'
+            f'            return 503 "{body}";\n'
+            f"        }}"
+        )
+    return "\n".join(blocks)
 
 
 def nginx(settings: StackSettings) -> ServiceBundle:

@@ -34,6 +34,8 @@ DATA_VOLUME = "prometheus_data"
 PORT = 9090
 NODE_EXPORTER_PORT = 9100
 CADVISOR_PORT = 8080
+SCRAPE_INTERVAL_SECONDS = 15
+"""Every job's scrape interval; the alert rules count on it to tell a full window of samples."""
 
 
 def _tasks(settings: StackSettings, service: str, port: int) -> dict[str, Any]:
@@ -64,7 +66,7 @@ def prometheus_config(settings: StackSettings) -> dict[str, Any]:
         jobs.append({"job_name": "cadvisor", "dns_sd_configs": [_tasks(settings, "cadvisor", CADVISOR_PORT)]})
     return {
         "global": {
-            "scrape_interval": "15s",
+            "scrape_interval": f"{SCRAPE_INTERVAL_SECONDS}s",
             "evaluation_interval": "15s",
             "external_labels": {"environment": settings.environment},
         },
@@ -73,25 +75,61 @@ def prometheus_config(settings: StackSettings) -> dict[str, Any]:
     }
 
 
-def _alert(name: str, expr: str, duration: str, severity: str, summary: str) -> dict[str, Any]:
+def _alert(name: str, expr: str, duration: str, severity: str, summary: str, **labels: str) -> dict[str, Any]:
     return {
         "alert": name,
         "expr": expr,
         "for": duration,
-        "labels": {"severity": severity},
+        "labels": {"severity": severity, **labels},
         "annotations": {"summary": summary},
     }
 
 
+# Filesystems that hold data: not memory-backed, not image layers, not read-only mounts.
+_FS = '{fstype!~"tmpfs|overlay|squashfs"}'
+_FREE_FRACTION = f"node_filesystem_avail_bytes{_FS} / node_filesystem_size_bytes{_FS}"
+_WRITABLE = f"node_filesystem_readonly{_FS} == 0"
+_CONTAINER_CPU = 'container_cpu_usage_seconds_total{container_label_com_docker_swarm_service_name!=""}'
+
+
+def _with_history(selector: str, window: str) -> str:
+    """`and` clause: the series already had a sample one `window` ago (a trend needs that much data;
+    gaps in between do not matter to it)."""
+    return f"and {selector} offset {window}"
+
+
+def _full_window(selector: str, minutes: int, by: str) -> str:
+    """`and` clause: the last `minutes` hold all their scrapes but one, for every series of `by`
+    (`on (<labels>)` or `without (<labels>)`), so a rate over them is an average over that whole
+    window of this node or container. Not so in the first minutes of a fresh node or stack (image
+    builds, containers starting, WAL replay), nor across the gap of a redeploy, where a window
+    spanning two start-ups would pass for sustained load (Prometheus keeps its data volume)."""
+    samples = minutes * 60 // SCRAPE_INTERVAL_SECONDS
+    grouping, labels = by.split(" ", 1)
+    matching = f" on {labels}" if grouping == "on" else ""
+    aggregate = "by" if grouping == "on" else "without"
+    return (
+        f"and{matching} min {aggregate} {labels} (count_over_time({selector}[{minutes}m])) >= {samples - 1}"
+    )
+
+
 def alert_rules(settings: StackSettings) -> dict[str, Any]:
-    """Alert rules: they fire before a host or container hits its limits, and when item_socket fails."""
+    """Alert rules: they fire before a host or container hits its limits, and when item_socket fails.
+
+    None of them may go pending on a healthy stack that just came up on a busy machine: a CPU rate
+    is judged only over a full 10-minute window of scrapes (`_full_window`), long enough to average
+    out an image build; a disk trend only with an hour of data and when the disk is also nearly
+    full; a task as down only after several failed scrapes; item_socket's absence only once
+    Prometheus has had time to discover and scrape it.
+    """
     host = [
         _alert(
             "HostCpuHigh",
-            '1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[5m])) > 0.85',
-            "10m",
+            '1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[10m])) > 0.9 '
+            + _full_window('node_cpu_seconds_total{mode="idle"}', 10, by="on (instance)"),
+            "15m",
             "warning",
-            "CPU of {{ $labels.instance }} above 85% for 10 minutes",
+            "CPU of {{ $labels.instance }} over 90% busy (10-minute average) for 15 minutes",
         ),
         _alert(
             "HostMemoryLow",
@@ -102,34 +140,44 @@ def alert_rules(settings: StackSettings) -> dict[str, Any]:
         ),
         _alert(
             "HostDiskFillingUp",
-            'node_filesystem_avail_bytes{fstype!~"tmpfs|overlay|squashfs"}'
-            ' / node_filesystem_size_bytes{fstype!~"tmpfs|overlay|squashfs"} < 0.15',
+            f"{_FREE_FRACTION} < 0.15 and {_WRITABLE}",
             "10m",
             "warning",
             "Less than 15% disk left on {{ $labels.instance }} {{ $labels.mountpoint }}",
         ),
         _alert(
             "HostDiskFullIn24h",
-            'predict_linear(node_filesystem_avail_bytes{fstype!~"tmpfs|overlay|squashfs"}[6h], 86400) < 0',
+            # A fast write on a roomy disk (an image build) is no emergency: only a nearly full disk
+            # whose trend over hours (at least one hour of data) reaches zero within a day is.
+            f"{_FREE_FRACTION} < 0.10"
+            f" and predict_linear(node_filesystem_avail_bytes{_FS}[6h], 86400) < 0"
+            f" and {_WRITABLE} " + _with_history(f"node_filesystem_avail_bytes{_FS}", "1h"),
             "30m",
             "critical",
-            "Disk {{ $labels.mountpoint }} on {{ $labels.instance }} full within a day",
+            "Disk {{ $labels.mountpoint }} on {{ $labels.instance }} under 10% free and full within a day",
         ),
     ]
     item_socket = [
         _alert(
             "ItemSocketDown",
-            'up{job="item_socket"} == 0',
+            # Every scrape of the last minute failed, and there were at least 3: a task still
+            # starting (its first scrape may come before it listens) is not down.
+            'max_over_time(up{job="item_socket"}[1m]) == 0'
+            ' and count_over_time(up{job="item_socket"}[1m]) >= 3',
             "1m",
             "critical",
-            "item_socket task {{ $labels.instance }} does not answer /metrics",
+            "item_socket task {{ $labels.instance }} has not answered /metrics for 2 minutes",
         ),
         _alert(
             "ItemSocketMissing",
-            'absent(up{job="item_socket"})',
+            # None discovered, or none answering (a crash loop starts new tasks under new addresses,
+            # which ItemSocketDown never sees for long). Only once this Prometheus has run for 2
+            # minutes: right after it starts, discovery (DNS every 15 s) and the first scrape are due.
+            'absent(up{job="item_socket"} == 1)'
+            ' and on () (time() - process_start_time_seconds{job="prometheus"} > 120)',
             "2m",
             "critical",
-            "No item_socket task is discovered at all",
+            "No item_socket task answers /metrics (none discovered, or all down)",
         ),
         _alert(
             "ItemSocketErrorRate",
@@ -147,7 +195,36 @@ def alert_rules(settings: StackSettings) -> dict[str, Any]:
             "item_socket cannot write its document store on {{ $labels.instance }}",
         ),
     ]
-    groups = [{"name": "host", "rules": host}, {"name": "item_socket", "rules": item_socket}]
+    # Every other scrape job: a target that stops answering, and a job with no target answering.
+    # item_socket has its own, sharper rules above; Prometheus' own job cannot report its absence.
+    jobs = ["node", "traefik", *(["cadvisor"] if settings.include_cadvisor else [])]
+    scrape = [
+        _alert(
+            "TargetDown",
+            'max_over_time(up{job!="item_socket"}[1m]) == 0'
+            ' and count_over_time(up{job!="item_socket"}[1m]) >= 3',
+            "2m",
+            "warning",
+            "{{ $labels.job }} target {{ $labels.instance }} has not answered its scrape for 3 minutes",
+        ),
+        *(
+            _alert(
+                "ScrapeJobMissing",
+                f'absent(up{{job="{job}"}} == 1)'
+                ' and on () (time() - process_start_time_seconds{job="prometheus"} > 120)',
+                "3m",
+                "critical",
+                f"No {job} target answers its scrape (none discovered, or all down)",
+                job=job,
+            )
+            for job in jobs
+        ),
+    ]
+    groups = [
+        {"name": "host", "rules": host},
+        {"name": "item_socket", "rules": item_socket},
+        {"name": "scrape", "rules": scrape},
+    ]
     if settings.include_cadvisor:
         # Swarm limits appear as the container's spec limits; compare usage against them.
         containers = [
@@ -161,8 +238,12 @@ def alert_rules(settings: StackSettings) -> dict[str, Any]:
             ),
             _alert(
                 "ContainerCpuNearLimit",
-                'rate(container_cpu_usage_seconds_total{container_label_com_docker_swarm_service_name!=""}[5m])'
-                " / (container_spec_cpu_quota / container_spec_cpu_period > 0) > 0.9",
+                # cAdvisor labels the usage by `cpu` ("total", or one series per CPU), the limit not:
+                # sum it away, or the division matches nothing. Starting containers (Prometheus
+                # replaying its WAL, imports) run at their limit: judged over a full window only.
+                f"sum without (cpu) (rate({_CONTAINER_CPU}[10m]))"
+                " / (container_spec_cpu_quota / container_spec_cpu_period > 0) > 0.9 "
+                + _full_window(_CONTAINER_CPU, 10, by="without (cpu)"),
                 "10m",
                 "warning",
                 "{{ $labels.container_label_com_docker_swarm_service_name }} uses over 90% of its CPU limit",

@@ -21,11 +21,13 @@ from infra.app_stack.model import (
 )
 from infra.app_stack.services.common import (
     ACME_CONSTRAINT,
+    DOCKER_API_NETWORK,
     EDGE_CONSTRAINT,
     MANAGER_CONSTRAINT,
     MONITORING_NETWORK,
     PUBLIC_NETWORK,
 )
+from infra.app_stack.services.socket_proxy import ENDPOINT as SOCKET_PROXY_ENDPOINT
 
 STATIC_CONFIG = "traefik_static"
 STATIC_CONFIG_PATH = (
@@ -87,7 +89,8 @@ def static_config(settings: StackSettings) -> dict[str, Any]:
         "serversTransport": {"forwardingTimeouts": {"dialTimeout": DIAL_TIMEOUT}},
         "providers": {
             "swarm": {
-                "endpoint": "unix:///var/run/docker.sock",
+                # The read-only API proxy: Traefik gets no Docker socket (socket_proxy.py).
+                "endpoint": SOCKET_PROXY_ENDPOINT,
                 "exposedByDefault": False,
                 "network": f"{settings.stack_name}_{PUBLIC_NETWORK}",
                 "watch": True,
@@ -143,19 +146,15 @@ def traefik(settings: StackSettings) -> ServiceBundle:
         # another node would start without its certificates. The swarm provider needs a manager's API.
         # The swarm bootstrap labels exactly one edge manager `acme=true` (the local node has it too).
         placement=[MANAGER_CONSTRAINT, EDGE_CONSTRAINT, ACME_CONSTRAINT],
-        networks=[PUBLIC_NETWORK, MONITORING_NETWORK],
+        networks=[PUBLIC_NETWORK, MONITORING_NETWORK, DOCKER_API_NETWORK],
         replicas=1,
         # stop-first: host-mode ports cannot be bound by two tasks on one node.
         update=UpdatePolicy(order="stop-first", monitor="20s"),
         ports=ports,
         configs=[FileMount(key=STATIC_CONFIG, target=STATIC_CONFIG_PATH)],
         secrets=[FileMount(key=DASHBOARD_USERS, target=DASHBOARD_USERS)],
-        volumes=[
-            VolumeMount(
-                source="/var/run/docker.sock", target="/var/run/docker.sock", read_only=True, bind=True
-            ),
-            VolumeMount(source=ACME_VOLUME, target="/letsencrypt"),
-        ],
+        # The image runs Traefik as an unprivileged user (ports 80/443 need no root in a container).
+        volumes=[VolumeMount(source=ACME_VOLUME, target="/letsencrypt")],
         labels=labels,
         stop_grace_period="15s",
     )
