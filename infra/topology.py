@@ -416,8 +416,9 @@ class ExistingNode(_NodeBase):
     vendor: str = "unknown"  # informational: who runs the machine
     public_ipv4: str
     public_ipv6: str | None = None
-    # The server's SSH host key, read once with `ssh-keyscan -t ed25519 <ip>` (README); every
-    # connection pins it, and a server that presents another key stops the run.
+    # The server's SSH host key, read once with `ssh-keyscan -t ecdsa <ip>` (README: Go's SSH client,
+    # which pulumi_command uses, negotiates ECDSA first); every connection pins it, and a server that
+    # presents another key stops the run.
     host_key: str
 
     @field_validator("host_key")
@@ -426,7 +427,9 @@ class ExistingNode(_NodeBase):
         parts = value.split()
         if parts and not parts[0].startswith(("ssh-", "ecdsa-")):
             parts = parts[1:]  # an `ssh-keyscan` line starts with the host
-        return _openssh_public_key(" ".join(parts[:2]), "'ssh-ed25519 AAAA...' (ssh-keyscan -t ed25519 <ip>)")
+        return _openssh_public_key(
+            " ".join(parts[:2]), "'ecdsa-sha2-nistp256 AAAA...' (ssh-keyscan -t ecdsa <ip>)"
+        )
 
     @field_validator("public_ipv4")
     @classmethod
