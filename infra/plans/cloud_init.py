@@ -67,6 +67,17 @@ class SystemFile:
     content: str
 
 
+# Google's guest agent makes new SSH host keys on an instance's first boot, racing the one cloud-init
+# installs (a known conflict, e.g. cloudfoundry/bosh#1389). Written in cloud-init's first stage,
+# before the agent starts, this keeps the pinned key.
+GCE_GUEST_AGENT_CONFIG = SystemFile(
+    "/etc/default/instance_configs.cfg",
+    "0644",
+    "# Written by spaced: the SSH host key comes from cloud-init and is pinned by Pulumi.\n"
+    "[InstanceSetup]\nset_host_keys = false\n",
+)
+
+
 def upgrade_times(node_names: Sequence[str]) -> dict[str, str]:
     """Node name -> "HH:MM" (UTC) of its daily unattended upgrade, nodes spread evenly over the
     01:00-05:00 window in name order, so two nodes never upgrade (and restart Docker) together
@@ -122,6 +133,7 @@ def cloud_config(
     *,
     host_key: SshHostKey | None = None,
     upgrade_time: str = "03:00",
+    extra_files: Sequence[SystemFile] = (),
 ) -> str:
     """The `#cloud-config` user data for a new server named `hostname`.
 
@@ -157,7 +169,7 @@ def cloud_config(
         "packages": list(PACKAGES),
         "write_files": [
             {"path": f.path, "permissions": f.permissions, "content": f.content}
-            for f in system_files(upgrade_time)
+            for f in (*system_files(upgrade_time), *extra_files)
         ],
         "runcmd": [
             # The docker group only exists once docker.io is installed, after the users module ran.

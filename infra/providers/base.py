@@ -13,7 +13,7 @@ from pulumi_command import remote
 
 from infra.connection import ssh_connection
 from infra.host import Host
-from infra.plans.cloud_init import SshHostKey, authorized_keys_script, cloud_config
+from infra.plans.cloud_init import SshHostKey, SystemFile, authorized_keys_script, cloud_config
 from infra.plans.firewall import FirewallRule
 from infra.topology import NodeModel
 
@@ -97,7 +97,9 @@ def public_host_key(host_key: tls.PrivateKey) -> pulumi.Output[str]:
     return host_key.public_key_openssh.apply(str.strip)
 
 
-def user_data(node: NodeModel, ctx: ProvisionContext, host_key: tls.PrivateKey) -> pulumi.Output[str]:
+def user_data(
+    node: NodeModel, ctx: ProvisionContext, host_key: tls.PrivateKey, extra_files: Sequence[SystemFile] = ()
+) -> pulumi.Output[str]:
     """The node's cloud-init user data with its host key installed; a secret (it holds the private key)."""
     return pulumi.Output.secret(
         pulumi.Output.all(host_key.private_key_openssh, host_key.public_key_openssh).apply(
@@ -107,6 +109,7 @@ def user_data(node: NodeModel, ctx: ProvisionContext, host_key: tls.PrivateKey) 
                 ctx.ssh_public_key,
                 host_key=SshHostKey(keys[0], keys[1]),
                 upgrade_time=ctx.upgrade_times.get(node.name, "03:00"),
+                extra_files=extra_files,
             )
         )
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.plans.cloud_init import GCE_GUEST_AGENT_CONFIG
 from infra.plans.firewall import FirewallRule, public_rules, split_families
 from infra.providers.base import (
     ProvisionContext,
@@ -72,7 +73,7 @@ class GcpServer(pulumi.ComponentResource):
                 )
             ],
             metadata={
-                "user-data": user_data(node, ctx, self.host_key),
+                "user-data": user_data(node, ctx, self.host_key, extra_files=[GCE_GUEST_AGENT_CONFIG]),
                 # Only the deploy key (from the user data) may log in, not project-wide keys.
                 "block-project-ssh-keys": "TRUE",
             },

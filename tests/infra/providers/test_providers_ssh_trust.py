@@ -135,6 +135,14 @@ def test_a_new_server_gets_its_own_generated_host_key_and_only_that_one(run: Run
         assert pinned_keys(run.mocks)[name] == {public}, name
 
 
+def test_gcp_guest_agent_keeps_the_pinned_host_key(run: Run) -> None:
+    files = {f["path"]: f["content"] for f in user_data_of(run.mocks, "gcp-1")["write_files"]}
+    assert "set_host_keys = false" in files["/etc/default/instance_configs.cfg"]
+    assert "/etc/default/instance_configs.cfg" not in {
+        f["path"] for f in user_data_of(run.mocks, "aws-1")["write_files"]
+    }
+
+
 def test_every_remote_command_pins_a_host_key(run: Run) -> None:
     pins = pinned_keys(run.mocks)
     assert pins and all(len(keys) == 1 for keys in pins.values()), {n: k for n, k in pins.items() if not k}
