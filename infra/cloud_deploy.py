@@ -35,6 +35,7 @@ import pulumi
 from infra.app_stack.services.item_socket import JWT_SECRET
 from infra.app_stack.services.traefik import DASHBOARD_USERS
 from infra.app_stack.stack_secrets import DASHBOARD_PASSWORD_FILE, DASHBOARD_USER, secrets_dir_for
+from infra.errors import SpacedError
 from infra.ssh import SshSetupError, pinned_ssh
 
 PRIVATE_KEY_VAR = "SPACED_SSH_PRIVATE_KEY"
@@ -143,7 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return run(args, os.environ)
-    except (SshSetupError, ValueError) as error:
+    except SpacedError as error:
+        print(f"ERROR ({error.kind}): {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # SPACED_APP_SECRETS that is not JSON
         print(f"ERROR (CloudDeploy): {error}", file=sys.stderr)
         return 2
 

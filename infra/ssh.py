@@ -32,12 +32,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.errors import SpacedError
+
 _KEY_LINE = re.compile(r"^(?:\S+\s+)?((?:ssh|ecdsa|sk)-[A-Za-z0-9@.-]+)\s+(AAAA[A-Za-z0-9+/=]+)")
 _ALIAS_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-class SshSetupError(ValueError):
-    """The pinned SSH setup cannot be made (bad host key, no ssh client)."""
+class SshSetupError(SpacedError, ValueError):
+    """The pinned SSH setup cannot be made (bad host key, no ssh client, missing settings)."""
+
+    kind = "SshSetup"
 
 
 @dataclass(frozen=True)

@@ -252,3 +252,17 @@ def test_app_secrets_from_the_state_are_written_once_where_the_deploy_reads_them
     # Unchanged values change nothing (a new bcrypt salt would roll Traefik on every deploy).
     assert cloud_deploy.write_app_secrets(values, secrets_dir) == []
     assert (secrets_dir / "traefik_dashboard_users").read_text() == users
+
+
+def test_the_wrapper_reports_an_incomplete_setup_as_one_error_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in (cloud_deploy.PRIVATE_KEY_VAR, cloud_deploy.HOST_KEY_VAR, cloud_deploy.APP_SECRETS_VAR):
+        monkeypatch.delenv(name, raising=False)
+    assert cloud_deploy.main(["--", "true"]) == 0  # nothing to set up: the command just runs
+    monkeypatch.setenv(
+        cloud_deploy.HOST_KEY_VAR,
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDsAv6Gu3peoqR+hx8LYO3CIRaglqPFuXSwT0C1/nnSh",
+    )
+    assert cloud_deploy.main(["--", "true"]) == 2
+    assert capsys.readouterr().err.startswith("ERROR (SshSetup): set both SPACED_SSH_PRIVATE_KEY")
