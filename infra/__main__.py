@@ -22,42 +22,55 @@ elif _REPO_ROOT not in sys.path:
 from collections.abc import Sequence  # noqa: E402
 
 import pulumi  # noqa: E402
+import pulumi_random as random  # noqa: E402
 
 from infra import config as stack_config  # noqa: E402
 from infra.app_stack.environments import settings_for_environment, settings_for_topology  # noqa: E402
+from infra.cloud_deploy import DASHBOARD_PASSWORD_KEY, JWT_KEY, CloudDeployArgs  # noqa: E402
 from infra.components.app_stack import AppStack, AppStackArgs  # noqa: E402
 from infra.components.mesh import Mesh, MeshArgs  # noqa: E402
 from infra.components.swarm import Swarm, SwarmArgs  # noqa: E402
 from infra.dns import create_records  # noqa: E402
 from infra.host import Host  # noqa: E402
+from infra.plans.cloud_init import upgrade_times  # noqa: E402
 from infra.plans.dns import DnsRecord  # noqa: E402
-from infra.plans.mesh import allocate_mesh_addresses  # noqa: E402
 from infra.plans.records import plan_records  # noqa: E402
 from infra.providers import ProvisionContext, provision_all  # noqa: E402
 from infra.topology import Topology, TopologyError  # noqa: E402
 
 
-def export_outputs(topology: Topology, hosts: Sequence[Host], records: Sequence[DnsRecord],
-                   swarm: Swarm | None, app: AppStack) -> None:
+def export_outputs(
+    topology: Topology,
+    hosts: Sequence[Host],
+    records: Sequence[DnsRecord],
+    swarm: Swarm | None,
+    app: AppStack,
+) -> None:
     """Stack outputs: where every host is, the DNS names, the swarm manager and the public URLs."""
     pulumi.export("environment", topology.environment)
-    pulumi.export("hosts", {
-        host.name: {
-            "provider": host.provider,
-            "region": host.region,
-            "public_ipv4": host.public_ipv4,
-            "public_ipv6": host.public_ipv6,
-            "mesh_ip": host.mesh_ip,
-            "manager": host.manager,
-            "edge": host.edge,
-            "dns": [topology.fqdn(name) for name in topology.node(host.name).dns],
-        }
-        for host in hosts
-    })
-    pulumi.export("dns_records", [
-        {"name": record.fqdn, "type": record.type, "value": record.value, "ttl": record.ttl}
-        for record in records
-    ])
+    pulumi.export(
+        "hosts",
+        {
+            host.name: {
+                "provider": host.provider,
+                "region": host.region,
+                "public_ipv4": host.public_ipv4,
+                "public_ipv6": host.public_ipv6,
+                "mesh_ip": host.mesh_ip,
+                "manager": host.manager,
+                "edge": host.edge,
+                "dns": [topology.fqdn(name) for name in topology.node(host.name).dns],
+            }
+            for host in hosts
+        },
+    )
+    pulumi.export(
+        "dns_records",
+        [
+            {"name": record.fqdn, "type": record.type, "value": record.value, "ttl": record.ttl}
+            for record in records
+        ],
+    )
     if swarm is not None:
         pulumi.export("swarm_manager", swarm.manager_ip)
         pulumi.export("docker_host", swarm.docker_host)
@@ -66,26 +79,73 @@ def export_outputs(topology: Topology, hosts: Sequence[Host], records: Sequence[
     pulumi.export("urls", [f"https://{topology.fqdn(name)}/" for node in topology.edges for name in node.dns])
 
 
-def deploy_cloud(topology: Topology, ssh_private_key: pulumi.Output[str]) -> None:
+def application_secrets() -> dict[str, pulumi.Output[str]]:
+    """The application's secrets, made once by pulumi_random and kept (encrypted) in the Pulumi state,
+    so every machine that runs `pulumi up` deploys the same ones: the item_socket JWT key and the
+    Traefik dashboard password (`pulumi stack output --show-secrets dashboard_password`)."""
+    jwt = random.RandomPassword("app-jwt-secret", length=64, special=False)
+    dashboard = random.RandomPassword("app-dashboard-password", length=24, special=False)
+    return {
+        JWT_KEY: pulumi.Output.secret(jwt.result),
+        DASHBOARD_PASSWORD_KEY: pulumi.Output.secret(dashboard.result),
+    }
+
+
+def deploy_cloud(config: stack_config.StackConfig) -> None:
     """Servers, firewalls, DNS, mesh, swarm and the application stack on it."""
+    topology = config.topology
+    ssh_private_key = config.ssh_private_key
+    assert ssh_private_key is not None  # a required credential, checked by load_topology
     assert topology.ssh is not None and topology.domain is not None  # load_topology guarantees both
-    nodes = topology.nodes
-    mesh_ips = allocate_mesh_addresses([node.name for node in nodes], topology.mesh.cidr,
-                                       {node.name: node.mesh_ip for node in nodes if node.mesh_ip})
-    ctx = ProvisionContext(environment=topology.environment, ssh_user=topology.ssh.user,
-                           ssh_public_key=topology.ssh.public_key, ssh_private_key=ssh_private_key,
-                           mesh_ips=mesh_ips)
-    hosts = provision_all(nodes, ctx, topology.admin_ssh_cidrs, topology.mesh.listen_port)
+    ctx = ProvisionContext(
+        environment=topology.environment,
+        ssh_user=topology.ssh.user,
+        ssh_public_key=topology.ssh.public_key,
+        ssh_private_key=ssh_private_key,
+        mesh_ips=topology.mesh_addresses(),
+        admin_ssh_cidrs=topology.admin_ssh_cidrs,
+        aws_provider_settings=config.aws_provider_settings,
+        authorized_keys=topology.ssh.authorized_keys,
+        existing_keys=topology.ssh.existing_keys,
+        upgrade_times=upgrade_times([node.name for node in topology.nodes]),
+    )
+    hosts = provision_all(topology.nodes, ctx, topology.mesh.listen_port)
     records = plan_records(topology, {host.name: host for host in hosts})
-    dns_resources = create_records(topology.dns.provider, topology.domain, records,
-                                   adopt_existing=topology.dns.adopt_existing)
-    mesh = Mesh("mesh", MeshArgs(hosts=hosts, listen_port=topology.mesh.listen_port, cidr=topology.mesh.cidr,
-                                 ssh_private_key=ssh_private_key),
-                opts=pulumi.ResourceOptions(depends_on=[r for host in hosts for r in host.resources]))
-    swarm = Swarm("swarm", SwarmArgs(hosts=hosts, ssh_private_key=ssh_private_key),
-                  opts=pulumi.ResourceOptions(depends_on=[mesh]))
-    app = AppStack("app", AppStackArgs(settings_for_topology(topology), docker_host=swarm.docker_host),
-                   opts=pulumi.ResourceOptions(depends_on=[swarm, *dns_resources]))
+    dns_resources = create_records(
+        topology.dns.provider, topology.domain, records, adopt_existing=topology.dns.adopt_existing
+    )
+    mesh = Mesh(
+        "mesh",
+        MeshArgs(
+            hosts=hosts,
+            listen_port=topology.mesh.listen_port,
+            cidr=topology.mesh.cidr,
+            ssh_private_key=ssh_private_key,
+        ),
+        opts=pulumi.ResourceOptions(depends_on=[r for host in hosts for r in host.resources]),
+    )
+    swarm = Swarm(
+        "swarm",
+        SwarmArgs(hosts=hosts, ssh_private_key=ssh_private_key),
+        opts=pulumi.ResourceOptions(depends_on=[mesh]),
+    )
+    app_secrets = application_secrets()
+    app = AppStack(
+        "app",
+        AppStackArgs(
+            settings_for_topology(topology),
+            docker_host=swarm.docker_host,
+            cloud=CloudDeployArgs(
+                private_key=ssh_private_key,
+                host_key=swarm.manager_host_key,
+                host_name=swarm.manager_name,
+                environment=topology.environment,
+                app_secrets=app_secrets,
+            ),
+        ),
+        opts=pulumi.ResourceOptions(depends_on=[swarm, *dns_resources]),
+    )
+    pulumi.export("dashboard_password", pulumi.Output.secret(app_secrets[DASHBOARD_PASSWORD_KEY]))
     export_outputs(topology, hosts, records, swarm, app)
 
 
@@ -106,8 +166,7 @@ def main() -> None:
     if config.topology.is_local:
         deploy_local(config.topology)
     else:
-        assert config.ssh_private_key is not None  # a required credential, checked by load_topology
-        deploy_cloud(config.topology, config.ssh_private_key)
+        deploy_cloud(config)
 
 
 main()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -13,6 +13,17 @@ from infra.topology import CREDENTIALS, Topology, load_topology
 
 TOPOLOGY_KEY = "topology"
 SSH_PRIVATE_KEY = "sshPrivateKey"
+# Stack config keys of the AWS credential settings -> the aws.Provider argument each one feeds.
+# Pulumi hands `aws:*` config only to the *default* provider (pulumi-aws issues 1307 and 3259), and
+# every AWS node uses an explicit regional provider, so the program passes them on itself.
+AWS_PROVIDER_SETTINGS: dict[str, str] = {
+    "aws:accessKey": "access_key",
+    "aws:secretKey": "secret_key",
+    "aws:token": "token",
+    "aws:profile": "profile",
+    "aws:sharedCredentialsFiles": "shared_credentials_files",
+}
+SECRET_PROVIDER_SETTINGS = frozenset({"aws:secretKey", "aws:token"})
 
 
 @dataclass(frozen=True)
@@ -21,6 +32,8 @@ class StackConfig:
 
     topology: Topology
     ssh_private_key: pulumi.Output[str] | None
+    # aws.Provider keyword -> value, for the explicit regional providers (secrets stay Outputs).
+    aws_provider_settings: Mapping[str, pulumi.Input[Any]] = field(default_factory=dict)
 
 
 def credentials_available(environ: Mapping[str, str] | None = None) -> dict[str, bool]:
@@ -32,6 +45,26 @@ def credentials_available(environ: Mapping[str, str] | None = None) -> dict[str,
         or any(environ.get(var) for var in credential.env_vars)
         for name, credential in CREDENTIALS.items()
     }
+
+
+def provider_settings(settings: Mapping[str, str]) -> dict[str, pulumi.Input[Any]]:
+    """Provider keyword -> value for each config key of `settings` (config key -> keyword) that is set.
+
+    Secret keys come back as secret Outputs; list-valued settings (JSON arrays) as lists.
+    """
+    found: dict[str, pulumi.Input[Any]] = {}
+    for key, keyword in settings.items():
+        namespace, name = key.split(":", 1)
+        config = pulumi.Config(namespace)
+        if pulumi.runtime.get_config(key) is None:
+            continue
+        if key in SECRET_PROVIDER_SETTINGS:
+            found[keyword] = config.require_secret(name)
+        elif keyword.endswith("_files"):
+            found[keyword] = config.require_object(name)
+        else:
+            found[keyword] = config.require(name)
+    return found
 
 
 def load(environ: Mapping[str, str] | None = None) -> StackConfig:
@@ -46,4 +79,8 @@ def load(environ: Mapping[str, str] | None = None) -> StackConfig:
         )
     topology = load_topology(raw, credentials=credentials_available(environ))
     ssh_private_key = config.get_secret(SSH_PRIVATE_KEY)
-    return StackConfig(topology=topology, ssh_private_key=ssh_private_key)
+    return StackConfig(
+        topology=topology,
+        ssh_private_key=ssh_private_key,
+        aws_provider_settings=provider_settings(AWS_PROVIDER_SETTINGS),
+    )

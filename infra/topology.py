@@ -7,6 +7,7 @@ before any resource exists. Everything here is pure: no Pulumi, no I/O.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections import Counter
@@ -20,31 +21,107 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 # Extend a list when a provider opens a region we want; the cloud API stays the final judge.
 REGIONS: dict[str, tuple[str, ...]] = {
     "aws": (
-        "af-south-1", "ap-east-1", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-south-1",
-        "ap-southeast-1", "ap-southeast-2", "ca-central-1", "eu-central-1", "eu-central-2", "eu-north-1",
-        "eu-south-1", "eu-south-2", "eu-west-1", "eu-west-2", "eu-west-3", "me-south-1", "sa-east-1",
-        "us-east-1", "us-east-2", "us-west-1", "us-west-2",
+        "af-south-1",
+        "ap-east-1",
+        "ap-northeast-1",
+        "ap-northeast-2",
+        "ap-northeast-3",
+        "ap-south-1",
+        "ap-southeast-1",
+        "ap-southeast-2",
+        "ca-central-1",
+        "eu-central-1",
+        "eu-central-2",
+        "eu-north-1",
+        "eu-south-1",
+        "eu-south-2",
+        "eu-west-1",
+        "eu-west-2",
+        "eu-west-3",
+        "me-south-1",
+        "sa-east-1",
+        "us-east-1",
+        "us-east-2",
+        "us-west-1",
+        "us-west-2",
     ),
     "gcp": (
-        "asia-east1", "asia-northeast1", "asia-south1", "asia-southeast1", "australia-southeast1",
-        "europe-central2", "europe-north1", "europe-southwest1", "europe-west1", "europe-west2",
-        "europe-west3", "europe-west4", "europe-west6", "europe-west8", "europe-west9", "europe-west10",
-        "europe-west12", "northamerica-northeast1", "southamerica-east1", "us-central1", "us-east1",
-        "us-east4", "us-east5", "us-south1", "us-west1", "us-west2", "us-west3", "us-west4",
+        "asia-east1",
+        "asia-northeast1",
+        "asia-south1",
+        "asia-southeast1",
+        "australia-southeast1",
+        "europe-central2",
+        "europe-north1",
+        "europe-southwest1",
+        "europe-west1",
+        "europe-west2",
+        "europe-west3",
+        "europe-west4",
+        "europe-west6",
+        "europe-west8",
+        "europe-west9",
+        "europe-west10",
+        "europe-west12",
+        "northamerica-northeast1",
+        "southamerica-east1",
+        "us-central1",
+        "us-east1",
+        "us-east4",
+        "us-east5",
+        "us-south1",
+        "us-west1",
+        "us-west2",
+        "us-west3",
+        "us-west4",
     ),
     "hetzner": ("ash", "fsn1", "hel1", "hil", "nbg1", "sin"),
     "digitalocean": (
-        "ams3", "atl1", "blr1", "fra1", "lon1", "nyc1", "nyc2", "nyc3", "sfo2", "sfo3", "sgp1", "syd1",
+        "ams3",
+        "atl1",
+        "blr1",
+        "fra1",
+        "lon1",
+        "nyc1",
+        "nyc2",
+        "nyc3",
+        "sfo2",
+        "sfo3",
+        "sgp1",
+        "syd1",
         "tor1",
     ),
-    "ionos": ("de/fkb", "de/fra", "de/fra/2", "de/txl", "es/vit", "fr/par", "gb/bhx", "gb/lhr", "us/ewr",
-              "us/las", "us/mci"),
+    "ionos": (
+        "de/fkb",
+        "de/fra",
+        "de/fra/2",
+        "de/txl",
+        "es/vit",
+        "fr/par",
+        "gb/bhx",
+        "gb/lhr",
+        "us/ewr",
+        "us/las",
+        "us/mci",
+    ),
 }
-PROVIDER_LABELS = {"aws": "AWS", "gcp": "GCP", "hetzner": "Hetzner", "digitalocean": "DigitalOcean",
-                   "ionos": "IONOS Cloud", "existing": "existing"}
+PROVIDER_LABELS = {
+    "aws": "AWS",
+    "gcp": "GCP",
+    "hetzner": "Hetzner",
+    "digitalocean": "DigitalOcean",
+    "ionos": "IONOS Cloud",
+    "existing": "existing",
+}
 PROVIDERS: tuple[str, ...] = ("aws", "digitalocean", "existing", "gcp", "hetzner", "ionos")
 DNS_PROVIDERS: tuple[str, ...] = (
-    "cloudflare", "digitalocean", "hetzner", "ionos-cloud", "ionos-hosting", "none", "route53",
+    "cloudflare",
+    "digitalocean",
+    "hetzner",
+    "ionos-cloud",
+    "ionos-hosting",
+    "none",
+    "route53",
 )
 LOCAL_ENVIRONMENT = "local"
 
@@ -60,33 +137,59 @@ class Credential:
 
 # Credential name -> where to find it. Node providers use their own name; DNS providers use `dns:<name>`.
 CREDENTIALS: dict[str, Credential] = {
-    "hetzner": Credential(("hcloud:token",), ("HCLOUD_TOKEN",),
-                          "pulumi config set --secret hcloud:token <token> (or export HCLOUD_TOKEN)"),
-    "aws": Credential(("aws:accessKey", "aws:profile"), ("AWS_ACCESS_KEY_ID", "AWS_PROFILE"),
-                      "pulumi config set aws:accessKey <id> && "
-                      "pulumi config set --secret aws:secretKey <key> "
-                      "(or export AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"),
-    "gcp": Credential(("gcp:project",), ("GOOGLE_PROJECT", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT"),
-                      "pulumi config set gcp:project <project-id> and pulumi config set --secret "
-                      "gcp:credentials \"$(cat key.json)\" (or export GOOGLE_PROJECT and "
-                      "GOOGLE_APPLICATION_CREDENTIALS)"),
-    "digitalocean": Credential(("digitalocean:token",), ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN"),
-                               "pulumi config set --secret digitalocean:token <token> "
-                               "(or export DIGITALOCEAN_TOKEN)"),
-    "ionos": Credential(("ionoscloud:token", "ionoscloud:username"), ("IONOS_TOKEN", "IONOS_USERNAME"),
-                        "pulumi config set --secret ionoscloud:token <token> (or export IONOS_TOKEN)"),
-    "ssh": Credential(("spaced:sshPrivateKey",), (),
-                      "pulumi config set --secret spaced:sshPrivateKey < ~/.ssh/spaced_deploy "
-                      "(the private half of ssh.public_key)"),
-    "dns:cloudflare": Credential(("cloudflare:apiToken",), ("CLOUDFLARE_API_TOKEN",),
-                                 "pulumi config set --secret cloudflare:apiToken <token> "
-                                 "(or export CLOUDFLARE_API_TOKEN)"),
-    "dns:ionos-hosting": Credential(("spaced:ionosHostingApiKey",), (),
-                                    "pulumi config set --secret spaced:ionosHostingApiKey <prefix.secret>"),
+    "hetzner": Credential(
+        ("hcloud:token",),
+        ("HCLOUD_TOKEN",),
+        "pulumi config set --secret hcloud:token <token> (or export HCLOUD_TOKEN)",
+    ),
+    "aws": Credential(
+        ("aws:accessKey", "aws:profile"),
+        ("AWS_ACCESS_KEY_ID", "AWS_PROFILE"),
+        "pulumi config set aws:accessKey <id> && "
+        "pulumi config set --secret aws:secretKey <key> "
+        "(or export AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)",
+    ),
+    "gcp": Credential(
+        ("gcp:project",),
+        ("GOOGLE_PROJECT", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT"),
+        "pulumi config set gcp:project <project-id> and pulumi config set --secret "
+        'gcp:credentials "$(cat key.json)" (or export GOOGLE_PROJECT and '
+        "GOOGLE_APPLICATION_CREDENTIALS)",
+    ),
+    "digitalocean": Credential(
+        ("digitalocean:token",),
+        ("DIGITALOCEAN_TOKEN", "DIGITALOCEAN_ACCESS_TOKEN"),
+        "pulumi config set --secret digitalocean:token <token> (or export DIGITALOCEAN_TOKEN)",
+    ),
+    "ionos": Credential(
+        ("ionoscloud:token", "ionoscloud:username"),
+        ("IONOS_TOKEN", "IONOS_USERNAME"),
+        "pulumi config set --secret ionoscloud:token <token> (or export IONOS_TOKEN)",
+    ),
+    "ssh": Credential(
+        ("spaced:sshPrivateKey",),
+        (),
+        "pulumi config set --secret spaced:sshPrivateKey < ~/.ssh/spaced_deploy "
+        "(the private half of ssh.public_key)",
+    ),
+    "dns:cloudflare": Credential(
+        ("cloudflare:apiToken",),
+        ("CLOUDFLARE_API_TOKEN",),
+        "pulumi config set --secret cloudflare:apiToken <token> (or export CLOUDFLARE_API_TOKEN)",
+    ),
+    "dns:ionos-hosting": Credential(
+        ("spaced:ionosHostingApiKey",),
+        (),
+        "pulumi config set --secret spaced:ionosHostingApiKey <prefix.secret>",
+    ),
 }
 # DNS providers served by the same account (and credential) as a server provider.
-DNS_CREDENTIAL_ALIASES = {"route53": "aws", "digitalocean": "digitalocean", "ionos-cloud": "ionos",
-                          "hetzner": "hetzner"}
+DNS_CREDENTIAL_ALIASES = {
+    "route53": "aws",
+    "digitalocean": "digitalocean",
+    "ionos-cloud": "ionos",
+    "hetzner": "hetzner",
+}
 
 _NODE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,40}[a-z0-9]$")
 _DNS_LABEL = re.compile(r"^(\*|[a-z0-9_]([a-z0-9-]{0,61}[a-z0-9])?)$")
@@ -133,6 +236,10 @@ class SshSettings(_Model):
 
     user: str = "deploy"
     public_key: str
+    # Keys that may log in besides `public_key`: during a rotation, the next (or the previous) key.
+    extra_public_keys: tuple[str, ...] = ()
+    # Use a key already registered in the account (name or id) instead of creating the deploy key.
+    existing_keys: dict[Literal["hetzner", "digitalocean"], str] = Field(default_factory=dict)
 
     @field_validator("user")
     @classmethod
@@ -146,10 +253,25 @@ class SshSettings(_Model):
     @field_validator("public_key")
     @classmethod
     def _public_key_shape(cls, value: str) -> str:
-        parts = value.split()
-        if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-")):
-            raise ValueError("expected an OpenSSH public key line like 'ssh-ed25519 AAAA... deploy@spaced'")
-        return value.strip()
+        return _openssh_public_key(value, "'ssh-ed25519 AAAA... deploy@spaced'")
+
+    @field_validator("extra_public_keys")
+    @classmethod
+    def _extra_keys_shape(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_openssh_public_key(key, "'ssh-ed25519 AAAA... deploy@spaced'") for key in value)
+
+    @property
+    def authorized_keys(self) -> tuple[str, ...]:
+        """Every key the deploy user's authorized_keys holds: `public_key` first, then the extra ones."""
+        return tuple(dict.fromkeys((self.public_key, *self.extra_public_keys)))
+
+
+def _openssh_public_key(value: str, example: str) -> str:
+    """`value` stripped if it looks like an OpenSSH public key line; ValueError naming `example`."""
+    parts = value.split()
+    if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-")) or not parts[1].startswith("AAAA"):
+        raise ValueError(f"expected an OpenSSH public key line like {example}")
+    return value.strip()
 
 
 class MeshSettings(_Model):
@@ -173,6 +295,10 @@ class DnsSettings(_Model):
     provider: str = "none"
     adopt_existing: bool = False
     ttl: int = Field(default=300, ge=60, le=86400)
+    # Publish AAAA records for nodes with an IPv6 address. Off by default: an AAAA record sends
+    # IPv6 clients to the edge, which must then serve 80/443 over IPv6 too (Docker publishes on
+    # IPv6 only with ip6tables enabled), or those clients fail.
+    ipv6: bool = False
 
     @field_validator("provider")
     @classmethod
@@ -217,7 +343,8 @@ class HetznerNode(_NodeBase):
     """A Hetzner Cloud server (pulumi_hcloud)."""
 
     provider: Literal["hetzner"]
-    size: str = "cx22"
+    # cx22 and its generation are no longer sold (Hetzner changelog 2025-10-16, removed January 2026).
+    size: str = "cx23"
     image: str = "debian-12"
 
     check_region = _region_validator("hetzner")
@@ -289,6 +416,20 @@ class ExistingNode(_NodeBase):
     vendor: str = "unknown"  # informational: who runs the machine
     public_ipv4: str
     public_ipv6: str | None = None
+    # The server's SSH host key, read once with `ssh-keyscan -t ecdsa <ip>` (README: Go's SSH client,
+    # which pulumi_command uses, negotiates ECDSA first); every connection pins it, and a server that
+    # presents another key stops the run.
+    host_key: str
+
+    @field_validator("host_key")
+    @classmethod
+    def _host_key(cls, value: str) -> str:
+        parts = value.split()
+        if parts and not parts[0].startswith(("ssh-", "ecdsa-")):
+            parts = parts[1:]  # an `ssh-keyscan` line starts with the host
+        return _openssh_public_key(
+            " ".join(parts[:2]), "'ecdsa-sha2-nistp256 AAAA...' (ssh-keyscan -t ecdsa <ip>)"
+        )
 
     @field_validator("public_ipv4")
     @classmethod
@@ -299,7 +440,8 @@ class ExistingNode(_NodeBase):
             raise ValueError(f"{value!r} is not an IPv4 address") from None
         if not address.is_global:
             raise ValueError(
-                f"{value!r} is not a public address; an existing node is adopted by its public IP")
+                f"{value!r} is not a public address; an existing node is adopted by its public IP"
+            )
         return value
 
     @field_validator("public_ipv6")
@@ -313,10 +455,8 @@ class ExistingNode(_NodeBase):
         return value
 
 
-Node = Annotated[
-    HetznerNode | AwsNode | GcpNode | DigitalOceanNode | IonosNode | ExistingNode,
-    Field(discriminator="provider"),
-]
+NodeModel = HetznerNode | AwsNode | GcpNode | DigitalOceanNode | IonosNode | ExistingNode
+Node = Annotated[NodeModel, Field(discriminator="provider")]
 _NODE_ADAPTER: TypeAdapter[Any] = TypeAdapter(Node)
 
 
@@ -373,14 +513,14 @@ class Topology(_Settings):
         return self.environment == LOCAL_ENVIRONMENT
 
     @property
-    def managers(self) -> list[Any]:
+    def managers(self) -> list[NodeModel]:
         return [node for node in self.nodes if node.manager]
 
     @property
-    def edges(self) -> list[Any]:
+    def edges(self) -> list[NodeModel]:
         return [node for node in self.nodes if node.edge]
 
-    def node(self, name: str) -> Any:
+    def node(self, name: str) -> NodeModel:
         """The node called `name`; KeyError lists the names that exist."""
         for node in self.nodes:
             if node.name == name:
@@ -392,6 +532,14 @@ class Topology(_Settings):
         assert self.domain is not None
         return self.domain if name == "@" else f"{name}.{self.domain}"
 
+    def mesh_addresses(self) -> dict[str, str]:
+        """Node name -> its mesh address (`allocate_mesh_addresses` over the nodes and their pins)."""
+        return allocate_mesh_addresses(
+            [node.name for node in self.nodes],
+            self.mesh.cidr,
+            {node.name: node.mesh_ip for node in self.nodes if node.mesh_ip},
+        )
+
     @property
     def site_domain(self) -> str | None:
         """The public name of the application: the first DNS name of the first edge node."""
@@ -399,6 +547,39 @@ class Topology(_Settings):
             if node.dns:
                 return self.fqdn(node.dns[0])
         return self.domain
+
+
+def allocate_mesh_addresses(
+    node_names: Sequence[str], cidr: str, pinned: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Give every node a mesh address in `cidr`, keyed by node name in the order given.
+
+    Stable without stored state: an unpinned node's address is picked from a hash of its name
+    (linear probing on collision, names taken in sorted order), so adding or removing other
+    nodes does not move it unless their hashes collide. `pinned` fixes addresses outright (for
+    example to keep an address a running swarm already advertises).
+
+    The inputs are those of a topology `load_topology` accepted: it is the one place that checks
+    the range, its capacity and the pins (and names the field at fault). ValueError only if that
+    contract is broken (more names than host addresses).
+    """
+    network = ipaddress.IPv4Network(cidr)
+    usable = network.num_addresses - 2  # the network and broadcast addresses are never handed out
+    names = list(node_names)
+    if len(names) > usable:
+        raise ValueError(f"mesh.cidr {cidr} has {usable} host addresses for {len(names)} nodes")
+    taken = {ipaddress.IPv4Address(address): name for name, address in (pinned or {}).items()}
+    addresses = {name: ipaddress.IPv4Address(address) for name, address in (pinned or {}).items()}
+    first_host = int(network.network_address) + 1
+    for name in sorted(n for n in names if n not in addresses):
+        slot = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % usable
+        for probe in range(usable):
+            candidate = ipaddress.IPv4Address(first_host + (slot + probe) % usable)
+            if candidate not in taken:
+                taken[candidate] = name
+                addresses[name] = candidate
+                break
+    return {name: str(addresses[name]) for name in names}
 
 
 def required_credentials(topology: Topology) -> dict[str, str]:
@@ -516,8 +697,10 @@ def load_topology(raw: Mapping[str, Any], *, credentials: Mapping[str, bool] | N
     environment = settings.environment if settings else raw.get("environment")
     if environment == LOCAL_ENVIRONMENT:
         if raw_nodes:
-            problems.append("nodes: the local environment runs on the local Docker engine and has no nodes; "
-                            "remove them or use another environment name")
+            problems.append(
+                "nodes: the local environment runs on the local Docker engine and has no nodes; "
+                "remove them or use another environment name"
+            )
     else:
         problems += _check_nodes(settings, nodes, raw_nodes, _domain_or_none(raw.get("domain")))
 
@@ -527,15 +710,19 @@ def load_topology(raw: Mapping[str, Any], *, credentials: Mapping[str, bool] | N
             if not credentials.get(name, False):
                 credential = CREDENTIALS[name]
                 where = ", ".join((*credential.config_keys, *credential.env_vars))
-                problems.append(f"{path}: missing credential for {name!r} (looked in {where}); "
-                                f"set it with: {credential.how_to_set}")
+                problems.append(
+                    f"{path}: missing credential for {name!r} (looked in {where}); "
+                    f"set it with: {credential.how_to_set}"
+                )
 
     if problems:
         raise TopologyError(problems)
     assert settings is not None
     domain = settings.domain or ""
-    normalised = [node.model_copy(update={"dns": tuple(relative_dns_name(n, domain) for n in node.dns)})
-                  for _, node in nodes]
+    normalised = [
+        node.model_copy(update={"dns": tuple(relative_dns_name(n, domain) for n in node.dns)})
+        for _, node in nodes
+    ]
     return Topology.model_validate({**settings.model_dump(), "nodes": [n.model_dump() for n in normalised]})
 
 
@@ -547,8 +734,9 @@ def _domain_or_none(raw_domain: Any) -> str | None:
         return None
 
 
-def _check_nodes(settings: _Settings | None, nodes: list[tuple[int, Any]], raw_nodes: Sequence[Any],
-                 domain: str | None) -> list[str]:
+def _check_nodes(
+    settings: _Settings | None, nodes: list[tuple[int, Any]], raw_nodes: Sequence[Any], domain: str | None
+) -> list[str]:
     """The cross-field rules of a cloud topology."""
     raw_count = len(raw_nodes)
     problems: list[str] = []
@@ -558,8 +746,10 @@ def _check_nodes(settings: _Settings | None, nodes: list[tuple[int, Any]], raw_n
         if settings.ssh is None:
             problems.append("ssh: required field is missing ({user: deploy, public_key: 'ssh-ed25519 ...'})")
         if not settings.admin_ssh_cidrs:
-            problems.append("admin_ssh_cidrs: list at least one range SSH may come from (the machine "
-                            "running pulumi must be inside it), e.g. ['198.51.100.7/32']")
+            problems.append(
+                "admin_ssh_cidrs: list at least one range SSH may come from (the machine "
+                "running pulumi must be inside it), e.g. ['198.51.100.7/32']"
+            )
     if raw_count == 0:
         problems.append("nodes: a cloud environment needs at least one node")
         return problems
@@ -589,40 +779,52 @@ def _check_nodes(settings: _Settings | None, nodes: list[tuple[int, Any]], raw_n
                 seen_dns[relative] = path
         if node.provider == "gcp" and node.zone is not None:
             if not re.fullmatch(rf"{re.escape(node.region)}-[a-z]", node.zone):
-                problems.append(f"nodes[{index}].zone: zone {node.zone!r} is not in region {node.region!r}; "
-                                f"use e.g. {node.region}-a")
+                problems.append(
+                    f"nodes[{index}].zone: zone {node.zone!r} is not in region {node.region!r}; "
+                    f"use e.g. {node.region}-a"
+                )
 
     if len(nodes) == raw_count:  # role counts only make sense when every node parsed
         managers = sum(node.manager for _, node in nodes)
         if managers == 0:
             problems.append("nodes: no manager; set `manager: true` on 1, 3 or 5 nodes")
         elif managers % 2 == 0:
-            problems.append(f"nodes: {managers} managers is an even number; Raft needs an odd number "
-                            "(1, 3 or 5) to keep a majority")
+            problems.append(
+                f"nodes: {managers} managers is an even number; Raft needs an odd number "
+                "(1, 3 or 5) to keep a majority"
+            )
         if not any(node.edge for _, node in nodes):
             problems.append("nodes: no edge node; set `edge: true` on the node that receives 80/443")
         elif managers and not any(node.edge and node.manager for _, node in nodes):
-            problems.append("nodes: no edge node is a manager; Traefik reads the swarm API, which only "
-                            "managers serve: set `manager: true` on one edge node")
+            problems.append(
+                "nodes: no edge node is a manager; Traefik reads the swarm API, which only "
+                "managers serve: set `manager: true` on one edge node"
+            )
 
     if settings is not None:
         mesh = _parse_network(settings.mesh.cidr)
         capacity = mesh.num_addresses - 2
         if capacity < raw_count:
             needed = 32 - max(2, (raw_count + 1).bit_length())
-            problems.append(f"mesh.cidr: {settings.mesh.cidr} has room for {max(capacity, 0)} node(s) "
-                            f"but the topology has {raw_count}; use a /{needed} or larger")
+            problems.append(
+                f"mesh.cidr: {settings.mesh.cidr} has room for {max(capacity, 0)} node(s) "
+                f"but the topology has {raw_count}; use a /{needed} or larger"
+            )
         pinned: dict[str, int] = {}
         for index, node in nodes:
             if node.mesh_ip is None:
                 continue
             address = ipaddress.IPv4Address(node.mesh_ip)
             if address not in mesh or address in (mesh.network_address, mesh.broadcast_address):
-                problems.append(f"nodes[{index}].mesh_ip: {node.mesh_ip} is not a host address of "
-                                f"mesh.cidr {settings.mesh.cidr}")
+                problems.append(
+                    f"nodes[{index}].mesh_ip: {node.mesh_ip} is not a host address of "
+                    f"mesh.cidr {settings.mesh.cidr}"
+                )
             elif node.mesh_ip in pinned:
-                problems.append(f"nodes[{index}].mesh_ip: {node.mesh_ip} is already pinned by "
-                                f"nodes[{pinned[node.mesh_ip]}]")
+                problems.append(
+                    f"nodes[{index}].mesh_ip: {node.mesh_ip} is already pinned by "
+                    f"nodes[{pinned[node.mesh_ip]}]"
+                )
             else:
                 pinned[node.mesh_ip] = index
     return problems

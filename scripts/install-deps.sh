@@ -15,6 +15,9 @@ APT_PACKAGES=(
   iproute2 iputils-ping nftables   # network namespaces; the firewall ruleset test
   cloud-init           # `cloud-init schema` of the rendered user data
   chromium             # headless browser tests of the board page
+  openssh-server       # sshd on 127.0.0.1: the deploy's pinned-host-key SSH test (tests/infra/test_ssh.py)
+  openssh-client       # ssh/ssh-keygen: the deploy's SSH wrapper and its test keys
+  systemd              # `systemd-analyze verify` of the Docker and upgrade-timer drop-ins
   dnsmasq              # a real DNS server on 127.0.0.1 for the `spaced dns check` tests
 )
 # Node.js may come from outside Debian on this machine; install Debian's only when there is none.

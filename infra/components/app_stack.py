@@ -19,6 +19,7 @@ from pulumi_command import local
 from infra.app_stack.environments import REPO_ROOT
 from infra.app_stack.model import StackSettings
 from infra.app_stack.render import render_stack
+from infra.cloud_deploy import CloudDeployArgs, command_environment, wrap_command
 
 
 @dataclass
@@ -28,6 +29,9 @@ class AppStackArgs:
 
     settings: StackSettings
     docker_host: pulumi.Input[str] | None
+    # A cloud deploy: the deploy key, the manager's pinned host key and the application secrets from
+    # the Pulumi state (infra/cloud_deploy.py wraps the command with them).
+    cloud: CloudDeployArgs | None = None
 
 
 def deploy_command(*, remove: bool = False) -> str:
@@ -51,18 +55,21 @@ class AppStack(pulumi.ComponentResource):
         environment: dict[str, pulumi.Input[str]] = {"SPACED_STACK_DIGEST": digest}
         if args.docker_host is not None:
             environment["DOCKER_HOST"] = args.docker_host
+        wrap = wrap_command if args.cloud is not None else (lambda command: command)
+        if args.cloud is not None:
+            environment |= command_environment(args.cloud)
         # The digest goes into the environment rather than `triggers`: a trigger change *replaces*
         # the command, which would run `delete` (docker stack rm) first and take the site down.
         # An input change runs `update` instead: a rolling `docker stack deploy`.
         self.command = local.Command(
             f"{name}-deploy",
-            create=deploy_command(),
-            update=deploy_command(),
-            delete=deploy_command(remove=True),
+            create=wrap(deploy_command()),
+            update=wrap(deploy_command()),
+            delete=wrap(deploy_command(remove=True)),
             stdin=settings.to_json(),
             environment=environment,
             dir=str(REPO_ROOT),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["environment"]),
         )
         self.digest = pulumi.Output.from_input(digest)
         self.url = pulumi.Output.from_input(

@@ -7,7 +7,6 @@ live in the Pulumi state as secrets and reach a host only through the apply comm
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,9 +15,9 @@ import pulumi
 import pulumi.dynamic
 from pulumi_command import remote
 
+from infra.connection import ssh_connection
 from infra.host import Host
 from infra.plans.mesh import (
-    MeshError,
     MeshPeer,
     apply_command,
     config_fingerprint,
@@ -74,36 +73,13 @@ class WireGuardKey(pulumi.dynamic.Resource):
 
 @dataclass(frozen=True)
 class MeshArgs:
-    """What the mesh needs: the hosts (with their static mesh_ip), the port and range, the SSH key."""
+    """What the mesh needs: the hosts (with the mesh_ip the topology allocated and validated), the
+    port and range (from the validated topology), the SSH key."""
 
     hosts: Sequence[Host]
     listen_port: int
     cidr: str
     ssh_private_key: pulumi.Input[str]
-
-
-def _check_hosts(hosts: Sequence[Host], cidr: str, listen_port: int) -> None:
-    """Fail at preview time, with the field at fault, rather than on a half-configured mesh."""
-    if not hosts:
-        raise MeshError("the mesh needs at least one host; the topology lists no nodes")
-    if not 1 <= listen_port <= 65535:
-        raise MeshError(f"mesh.listen_port {listen_port} is not a UDP port (1-65535)")
-    network = ipaddress.ip_network(cidr, strict=False)
-    names: set[str] = set()
-    ips: dict[str, str] = {}
-    for host in hosts:
-        if host.name in names:
-            raise MeshError(f"mesh host {host.name!r} appears twice; host names must be unique")
-        names.add(host.name)
-        try:
-            address = ipaddress.ip_address(host.mesh_ip)
-        except ValueError:
-            raise MeshError(f"host {host.name!r}: mesh_ip {host.mesh_ip!r} is not an IP address") from None
-        if address not in network:
-            raise MeshError(f"host {host.name!r}: mesh_ip {address} is outside mesh.cidr {cidr}")
-        if str(address) in ips:
-            raise MeshError(f"host {host.name!r}: mesh_ip {address} is also used by {ips[str(address)]!r}")
-        ips[str(address)] = host.name
 
 
 class Mesh(pulumi.ComponentResource):
@@ -120,7 +96,6 @@ class Mesh(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: MeshArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("spaced:mesh:Mesh", name, None, opts)
-        _check_hosts(args.hosts, args.cidr, args.listen_port)
         child = pulumi.ResourceOptions(parent=self)
         self.keys = keys = {
             host.name: WireGuardKey(f"{name}-key-{host.name}", opts=child) for host in args.hosts
@@ -151,13 +126,9 @@ class Mesh(pulumi.ComponentResource):
             config = pulumi.Output.secret(pulumi.Output.all(peers, keys[host.name].private_key).apply(render))
             self.commands[host.name] = remote.Command(
                 f"{name}-apply-{host.name}",
-                connection=remote.ConnectionArgs(
-                    host=host.public_ipv4,
-                    user=host.ssh_user,
-                    private_key=args.ssh_private_key,
-                    # A fresh server takes a while to start sshd: retry for a few minutes.
-                    dial_error_limit=20,
-                ),
+                # The deploy key, and the host key pinned (a fresh server takes a while to start sshd:
+                # the dial is retried for a few minutes).
+                connection=ssh_connection(host, args.ssh_private_key),
                 create=apply_command(host.ssh_user),
                 stdin=config,
                 # Re-apply when the peer list, the keys or the script change; the hash holds no secret.

@@ -27,6 +27,7 @@ from typing import Any
 import pulumi
 from pulumi_command import remote
 
+from infra.connection import ssh_connection
 from infra.host import Host
 from infra.plans import swarm as plan
 
@@ -59,6 +60,8 @@ class Swarm(pulumi.ComponentResource):
     """A Docker Swarm over the hosts' mesh addresses."""
 
     manager_ip: pulumi.Output[str]  # mesh address of the first manager
+    manager_name: str  # node name of the first manager
+    manager_host_key: pulumi.Output[str]  # its pinned SSH host key (what the deploy's ssh checks)
     docker_host: pulumi.Output[str]  # ssh://<user>@<public ipv4 of the first manager>
     node_ids: dict[str, pulumi.Output[str]]  # swarm node id per host name
     join_tokens: pulumi.Output[dict[str, str]]  # secret: {"worker": ..., "manager": ...}
@@ -72,10 +75,10 @@ class Swarm(pulumi.ComponentResource):
         caller_dependencies = _dependencies(opts)
 
         def connection(host: Host) -> remote.ConnectionArgs:
-            return remote.ConnectionArgs(
-                host=host.public_ipv4,
-                user=host.ssh_user,
-                private_key=private_key,
+            # The deploy key, and the host's key pinned: another server at that address stops the run.
+            return ssh_connection(
+                host,
+                private_key,
                 dial_error_limit=SSH_DIAL_ERROR_LIMIT,
                 per_dial_timeout=SSH_PER_DIAL_TIMEOUT_S,
             )
@@ -97,14 +100,42 @@ class Swarm(pulumi.ComponentResource):
         first_host = hosts[first.name]
         manager_connection = connection(first_host)
 
+        # A replaced first manager must join the swarm the other managers still run, not start a
+        # second one: each other manager offers its address and manager token (a secret) to init.
+        # The first manager's server identity is part of these commands' stdin, so its replacement
+        # runs them again as an update (a trigger would replace init, whose delete leaves the swarm).
+        first_server = pulumi.Output.from_input(first_host.server_id or "").apply(str)
+        probes = [
+            command(
+                f"{name}-{other.name}-manager-probe",
+                connection=connection(hosts[other.name]),
+                create=plan.bash_command(plan.manager_probe_script()),
+                stdin=first_server.apply(lambda server: f"# first manager server {server}\n"),
+                logging=remote.Logging.NONE,
+                opts=pulumi.ResourceOptions.merge(
+                    options(hosts[other.name]), pulumi.ResourceOptions(additional_secret_outputs=["stdout"])
+                ),
+            )
+            for other in swarm_plan.joining
+            if other.manager
+        ]
+        offers = pulumi.Output.secret(
+            pulumi.Output.all(first_server, *[probe.stdout for probe in probes]).apply(
+                lambda values: f"# first manager server {values[0]}\n" + "".join(values[1:])
+            )
+        )
         init = command(
             f"{name}-{first.name}-init",
             connection=manager_connection,
-            create=plan.bash_command(plan.init_script(first.mesh_ip)),
+            create=plan.bash_command(plan.init_script(first.mesh_ip, node_name=first.name)),
+            stdin=offers,
             # Destroying the swarm: the first manager goes last (every join depends on it).
             delete=plan.bash_command(plan.leave_script(force=True)),
             triggers=[first.mesh_ip],
-            opts=options(first_host),
+            logging=remote.Logging.STDERR,
+            opts=pulumi.ResourceOptions.merge(
+                options(first_host, *probes), pulumi.ResourceOptions(additional_secret_outputs=["stdin"])
+            ),
         )
         tokens = command(
             f"{name}-join-tokens",
@@ -174,6 +205,8 @@ class Swarm(pulumi.ComponentResource):
             self.node_ids[node.name] = node_id
 
         self.manager_ip = pulumi.Output.from_input(first.mesh_ip)
+        self.manager_name = first.name
+        self.manager_host_key = pulumi.Output.from_input(first_host.host_key or "")
         self.docker_host = pulumi.Output.concat("ssh://", first_host.ssh_user, "@", first_host.public_ipv4)
         self.register_outputs(
             {"manager_ip": self.manager_ip, "docker_host": self.docker_host, "node_ids": self.node_ids}

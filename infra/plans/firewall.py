@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from infra.host import Host
+from infra.plans.remote import wait_for_cloud_init
 
 SSH_PORT = 22
 WEB_PORTS = (80, 443)
@@ -35,6 +36,29 @@ def host_cidr(address: str) -> str:
     return f"{address}/128" if ":" in address else f"{address}/32"
 
 
+def public_rules(edge: bool, admin_ssh_cidrs: Sequence[str]) -> list[FirewallRule]:
+    """The rules a node needs from the start, known before any server exists: SSH from the admin
+    ranges, and 80/443 from anywhere on edge nodes. ValueError when `admin_ssh_cidrs` is empty."""
+    if not admin_ssh_cidrs:
+        raise ValueError("admin_ssh_cidrs is empty: SSH would be open to nobody (or, worse, everybody)")
+    rules = [FirewallRule("tcp", SSH_PORT, tuple(admin_ssh_cidrs), "SSH from the admin ranges")]
+    if edge:
+        for port in WEB_PORTS:
+            rules.append(
+                FirewallRule("tcp", port, (ANYWHERE_V4, ANYWHERE_V6), f"web {port} on the edge node")
+            )
+    return rules
+
+
+def peer_rules(
+    host: Host, all_hosts: Sequence[Host], mesh_port: int, *, to_cidr: Callable[[Any], Any] = host_cidr
+) -> list[FirewallRule]:
+    """The rules that need every other node's public address: WireGuard from the other nodes
+    (empty for a single node). `to_cidr` as for `plan_firewall`."""
+    peers = tuple(to_cidr(peer.public_ipv4) for peer in all_hosts if peer.name != host.name)
+    return [FirewallRule("udp", mesh_port, peers, "WireGuard from the other nodes")] if peers else []
+
+
 def plan_firewall(
     host: Host,
     all_hosts: Sequence[Host],
@@ -43,22 +67,15 @@ def plan_firewall(
     *,
     to_cidr: Callable[[Any], Any] = host_cidr,
 ) -> list[FirewallRule]:
-    """The inbound rules of `host`.
+    """The inbound rules of `host`: `public_rules` followed by `peer_rules`.
 
     `to_cidr` turns a peer's public address into a single-address CIDR; the Pulumi layer passes a
     function that does it inside `Output.apply`, tests use the default on plain strings.
     """
-    if not admin_ssh_cidrs:
-        raise ValueError("admin_ssh_cidrs is empty: SSH would be open to nobody (or, worse, everybody)")
-    rules = [FirewallRule("tcp", SSH_PORT, tuple(admin_ssh_cidrs), "SSH from the admin ranges")]
-    if host.edge:
-        for port in WEB_PORTS:
-            rules.append(
-                FirewallRule("tcp", port, (ANYWHERE_V4, ANYWHERE_V6), f"web {port} on the edge node"))
-    peers = tuple(to_cidr(peer.public_ipv4) for peer in all_hosts if peer.name != host.name)
-    if peers:
-        rules.append(FirewallRule("udp", mesh_port, peers, "WireGuard from the other nodes"))
-    return rules
+    return [
+        *public_rules(host.edge, admin_ssh_cidrs),
+        *peer_rules(host, all_hosts, mesh_port, to_cidr=to_cidr),
+    ]
 
 
 def split_families(sources: Sequence[Any]) -> tuple[list[Any], list[Any]]:
@@ -68,13 +85,47 @@ def split_families(sources: Sequence[Any]) -> tuple[list[Any], list[Any]]:
     return v4, v6
 
 
+# Interfaces whose traffic to a published port comes from this host's own containers.
+CONTAINER_INTERFACES = ("docker0", "docker_gwbridge", "br-*")
+
+
+def _accept_lines(rules: Sequence[FirewallRule], port_match: str) -> list[str]:
+    """One accept line per rule and address family; `port_match` is e.g. "tcp dport" (input) or
+    "meta l4proto tcp ct original proto-dst" (published ports, matched before Docker's DNAT)."""
+    lines = []
+    for rule in rules:
+        v4, v6 = split_families(rule.sources)
+        match = port_match.format(protocol=rule.protocol)
+        for family, sources in (("ip", v4), ("ip6", v6)):
+            if not sources:
+                continue
+            if ANYWHERE_V4 in sources or ANYWHERE_V6 in sources:
+                lines.append(
+                    f"    meta nfproto {'ipv4' if family == 'ip' else 'ipv6'} "
+                    f'{match} {rule.port} accept comment "{rule.description}"'
+                )
+            else:
+                joined = ", ".join(str(s) for s in sources)
+                lines.append(
+                    f"    {family} saddr {{ {joined} }} {match} {rule.port} accept "
+                    f'comment "{rule.description}"'
+                )
+    return lines
+
+
 def nftables_script(rules: Sequence[FirewallRule], mesh_interface: str = "wg0") -> str:
     """An nftables ruleset for an adopted host (no cloud firewall in front of it), all strings resolved.
 
     Own table `inet spaced`: it leaves Docker's iptables-nft tables alone. A drop in any base chain
     drops the packet, so this filter applies even though Docker's chains accept. Traffic arriving on
     the mesh interface is trusted: the swarm talks over it.
+
+    Two hooks: `input` (traffic to the host) and `forward`, because a port Docker publishes is
+    DNAT-ed to a container and forwarded past `input`. New forwarded connections that Docker
+    DNAT-ed from outside must match a rule by their original destination port (`ct original
+    proto-dst`): an address outside the allowed ranges cannot reach a published port either.
     """
+    local_interfaces = ", ".join(f'"{name}"' for name in ("lo", mesh_interface, *CONTAINER_INTERFACES))
     lines = [
         "table inet spaced",  # create-then-delete makes the load idempotent
         "delete table inet spaced",
@@ -89,20 +140,22 @@ def nftables_script(rules: Sequence[FirewallRule], mesh_interface: str = "wg0") 
         "    ip protocol icmp icmp type { echo-request, destination-unreachable, time-exceeded } accept",
         "    ip6 nexthdr icmpv6 icmpv6 type { echo-request, destination-unreachable, packet-too-big,"
         " time-exceeded, nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } accept",
+        *_accept_lines(rules, "{protocol} dport"),
+        "  }",
+        "  chain forward {",
+        # Only published ports (DNAT-ed connections) are filtered here; containers' own traffic and
+        # the overlay's pass on to Docker's chains.
+        "    type filter hook forward priority filter; policy accept;",
+        "    ct state established,related accept",
+        "    ct status dnat jump published",
+        "  }",
+        "  chain published {",
+        f"    iifname {{ {local_interfaces} }} accept",
+        *_accept_lines(rules, "meta l4proto {protocol} ct original proto-dst"),
+        '    counter drop comment "published port from outside the allowed ranges"',
+        "  }",
+        "}",
     ]
-    for rule in rules:
-        v4, v6 = split_families(rule.sources)
-        for family, sources in (("ip", v4), ("ip6", v6)):
-            if not sources:
-                continue
-            if ANYWHERE_V4 in sources or ANYWHERE_V6 in sources:
-                lines.append(f"    meta nfproto {'ipv4' if family == 'ip' else 'ipv6'} "
-                             f'{rule.protocol} dport {rule.port} accept comment "{rule.description}"')
-            else:
-                joined = ", ".join(str(s) for s in sources)
-                lines.append(f"    {family} saddr {{ {joined} }} {rule.protocol} dport {rule.port} accept "
-                             f'comment "{rule.description}"')
-    lines += ["  }", "}"]
     return "\n".join(lines) + "\n"
 
 
@@ -119,7 +172,7 @@ def firewall_install_script(rules: Sequence[FirewallRule], mesh_interface: str =
     ruleset = nftables_script(rules, mesh_interface)
     return f"""#!/bin/sh
 set -eu
-mkdir -p /etc/spaced
+{wait_for_cloud_init()}mkdir -p /etc/spaced
 cat > {FIREWALL_PATH}.new <<'SPACED_EOF'
 {ruleset}SPACED_EOF
 nft -c -f {FIREWALL_PATH}.new

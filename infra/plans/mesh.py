@@ -16,13 +16,25 @@ import ipaddress
 import json
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from infra.plans.remote import wait_for_cloud_init
+
 INTERFACE = "wg0"
 CONFIG_PATH = f"/etc/wireguard/{INTERFACE}.conf"
+# Packet sizes. GCP's network MTU is 1460, the smallest path between our providers; WireGuard adds
+# 60 bytes over IPv4 (80 over IPv6), so 1380 fits every path (1380 + 80 = 1460). wg-quick's default
+# (1420, from a 1500-byte local link) sends 1480-byte packets that a 1460-byte path drops.
+TUNNEL_MTU = 1380
+# VXLAN (Docker's overlay networks, inside the tunnel) adds 50 bytes: outer IPv4 20 + UDP 8 +
+# VXLAN 8 + inner Ethernet 14. Docker's default overlay MTU (1500) would fragment every full frame.
+VXLAN_OVERHEAD = 50
+OVERLAY_MTU = TUNNEL_MTU - VXLAN_OVERHEAD  # 1330
+# The driver option that sets it on every overlay network of the application stack.
+OVERLAY_MTU_OPTION = "com.docker.network.driver.mtu"
 PERSISTENT_KEEPALIVE_SECONDS = 25  # keeps NAT mappings (AWS/GCP 1:1 NAT) open between handshakes
 INTERFACE_WAIT_SECONDS = 30
 
@@ -37,91 +49,6 @@ _WG_QUICK_ONLY_KEYS = frozenset(
 
 class MeshError(ValueError):
     """A mesh plan input is invalid (addresses, keys, peers or ports)."""
-
-
-# --- addresses ---------------------------------------------------------------------------------
-
-
-def _mesh_network(cidr: str) -> ipaddress.IPv4Network:
-    try:
-        network = ipaddress.ip_network(cidr, strict=True)
-    except ValueError as error:
-        raise MeshError(
-            f"mesh.cidr {cidr!r} is not a network range ({error}); write it like 10.210.0.0/24"
-        ) from None
-    if not isinstance(network, ipaddress.IPv4Network):
-        raise MeshError(f"mesh.cidr {cidr!r} is IPv6; the mesh uses an IPv4 range such as 10.210.0.0/24")
-    if network.prefixlen > 30:
-        raise MeshError(f"mesh.cidr {cidr!r} is too small for a mesh; use at least a /30 (better a /24)")
-    return network
-
-
-def _usable_count(network: ipaddress.IPv4Network) -> int:
-    return network.num_addresses - 2  # the network and broadcast addresses are never handed out
-
-
-def allocate_mesh_addresses(
-    node_names: Sequence[str], cidr: str, pinned: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """Give every node a mesh address in `cidr`, keyed by node name in the order given.
-
-    Stable without stored state: an unpinned node's address is picked from a hash of its name
-    (linear probing on collision, names taken in sorted order), so adding or removing other
-    nodes does not move it unless their hashes collide. `pinned` fixes addresses outright
-    (for example to keep an address a running swarm already advertises); pins are checked to be
-    inside the range, usable and unique.
-    """
-    pinned = dict(pinned or {})
-    network = _mesh_network(cidr)
-    names = list(node_names)
-    seen: set[str] = set()
-    for name in names:
-        if not isinstance(name, str) or not _NODE_NAME.match(name):
-            raise MeshError(
-                f"mesh node name {name!r} is not valid: use letters, digits, '.', '_' or '-' (max 63)"
-            )
-        if name in seen:
-            raise MeshError(f"mesh node name {name!r} appears twice; node names must be unique")
-        seen.add(name)
-    usable = _usable_count(network)
-    if len(names) > usable:
-        needed_prefix = 32 - max(2, (len(names) + 1).bit_length())
-        raise MeshError(
-            f"mesh.cidr {cidr} has {usable} usable addresses but there are {len(names)} nodes; "
-            f"use a larger range (at least a /{needed_prefix})"
-        )
-
-    taken: dict[ipaddress.IPv4Address, str] = {}
-    addresses: dict[str, ipaddress.IPv4Address] = {}
-    for name, raw in sorted(pinned.items()):
-        if name not in seen:
-            raise MeshError(f"mesh pin for {name!r} names no node; nodes are: {', '.join(names) or '(none)'}")
-        try:
-            address = ipaddress.IPv4Address(raw)
-        except ValueError:
-            raise MeshError(f"mesh pin for {name!r}: {raw!r} is not an IPv4 address") from None
-        if address not in network:
-            raise MeshError(f"mesh pin for {name!r}: {address} is outside mesh.cidr {cidr}")
-        if address in (network.network_address, network.broadcast_address):
-            raise MeshError(
-                f"mesh pin for {name!r}: {address} is the network or broadcast address of {cidr}; "
-                "pick a host address"
-            )
-        if address in taken:
-            raise MeshError(f"mesh pin for {name!r}: {address} is already pinned for {taken[address]!r}")
-        taken[address] = name
-        addresses[name] = address
-
-    first_host = int(network.network_address) + 1
-    for name in sorted(n for n in names if n not in addresses):
-        slot = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % usable
-        for probe in range(usable):
-            candidate = ipaddress.IPv4Address(first_host + (slot + probe) % usable)
-            if candidate not in taken:
-                taken[candidate] = name
-                addresses[name] = candidate
-                break
-    return {name: str(addresses[name]) for name in names}
 
 
 # --- keys --------------------------------------------------------------------------------------
@@ -181,15 +108,10 @@ def _endpoint(peer: MeshPeer, listen_port: int) -> str:
     return f"{host}:{listen_port}"
 
 
-def _check_peer(peer: MeshPeer, network: ipaddress.IPv4Network) -> None:
+def _check_peer(peer: MeshPeer) -> None:
+    # Mesh addresses are checked once, by the topology model (infra.topology), which allocates them.
     if not _NODE_NAME.match(peer.name):
         raise MeshError(f"mesh peer name {peer.name!r} is not valid: use letters, digits, '.', '_' or '-'")
-    try:
-        address = ipaddress.IPv4Address(peer.mesh_ip)
-    except ValueError:
-        raise MeshError(f"mesh peer {peer.name!r}: mesh_ip {peer.mesh_ip!r} is not an IPv4 address") from None
-    if address not in network:
-        raise MeshError(f"mesh peer {peer.name!r}: mesh_ip {address} is outside the mesh range {network}")
     _decode_key(peer.public_key, f"the public key of mesh peer {peer.name!r}")
 
 
@@ -204,18 +126,17 @@ def render_wireguard_config(
     """
     if not 1 <= listen_port <= 65535:
         raise MeshError(f"mesh.listen_port {listen_port} is not a UDP port (1-65535)")
-    network = _mesh_network(mesh_cidr)
-    _check_peer(node, network)
+    prefix_length = ipaddress.IPv4Network(mesh_cidr).prefixlen  # validated by the topology
+    _check_peer(node)
     if public_key_from_private(private_key) != node.public_key:
         raise MeshError(f"mesh node {node.name!r}: its private key does not match its public key")
 
     others = [peer for peer in peers if peer.name != node.name]
-    names, ips, keys = {node.name}, {node.mesh_ip}, {node.public_key}
+    names, keys = {node.name}, {node.public_key}
     for peer in others:
-        _check_peer(peer, network)
+        _check_peer(peer)
         for value, used, what in (
             (peer.name, names, "name"),
-            (peer.mesh_ip, ips, "mesh_ip"),
             (peer.public_key, keys, "public key"),
         ):
             if value in used:
@@ -225,8 +146,9 @@ def render_wireguard_config(
     lines = [
         f"# WireGuard mesh: node {node.name} (managed by Pulumi, spaced:mesh; edits are overwritten)",
         "[Interface]",
-        f"Address = {node.mesh_ip}/{network.prefixlen}",
+        f"Address = {node.mesh_ip}/{prefix_length}",
         f"ListenPort = {listen_port}",
+        f"MTU = {TUNNEL_MTU}",
         f"PrivateKey = {private_key.strip()}",
     ]
     for peer in sorted(others, key=lambda p: p.name):
@@ -265,8 +187,11 @@ def render_apply_script(interface_wait_seconds: int = INTERFACE_WAIT_SECONDS) ->
     restarts the interface. Uses systemd's wg-quick@wg0 unit where systemd runs, wg-quick directly
     elsewhere. Prints one status word (unchanged, updated, restarted, started).
     """
-    return f"""set -euo pipefail
-umask 077
+    return (
+        "set -euo pipefail\n"
+        # apt-get and systemctl below: let cloud-init's package upgrade and runcmd finish first.
+        + wait_for_cloud_init()
+        + f"""umask 077
 conf={CONFIG_PATH}
 iface={INTERFACE}
 install -d -m 700 /etc/wireguard
@@ -317,6 +242,9 @@ if ip link show dev "$iface" > /dev/null 2>&1; then
   else
     status=unchanged
   fi
+  # `wg syncconf` leaves the link alone: set a changed MTU here (wg-quick sets it when it starts).
+  want_mtu=$(awk -F ' *= *' '/^MTU *=/ {{ print $2; exit }}' "$conf")
+  if [ -n "$want_mtu" ]; then ip link set dev "$iface" mtu "$want_mtu"; fi
   ip link set dev "$iface" up
   if [ "$use_systemd" = 1 ]; then systemctl enable -q wg-quick@$iface; fi
 else
@@ -337,6 +265,7 @@ done
 echo "mesh: $iface has no address $want_address after {int(interface_wait_seconds)}s" >&2
 exit 1
 """
+    )
 
 
 def config_fingerprint(node: MeshPeer, peers: Sequence[MeshPeer], listen_port: int, mesh_cidr: str) -> str:

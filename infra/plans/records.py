@@ -10,7 +10,8 @@ from infra.topology import Topology
 
 
 def plan_records(topology: Topology, hosts: Mapping[str, Host]) -> list[DnsRecord]:
-    """One A record per DNS name of a node, plus an AAAA record where its host has IPv6.
+    """One A record per DNS name of a node, plus an AAAA record where its host has IPv6 and the
+    topology publishes IPv6 (`dns.ipv6`, off by default).
 
     `hosts` maps node names to hosts; a node with DNS names but no host is a programming error.
     Nodes without DNS names (e.g. the GCP node with an ephemeral address) publish nothing.
@@ -26,6 +27,6 @@ def plan_records(topology: Topology, hosts: Mapping[str, Host]) -> list[DnsRecor
             raise KeyError(f"no host for node {node.name!r}; provision every node before planning records")
         for name in node.dns:
             records.append(DnsRecord(topology.domain, name, "A", host.public_ipv4, topology.dns.ttl))
-            if host.public_ipv6 is not None:
+            if topology.dns.ipv6 and host.public_ipv6 is not None:
                 records.append(DnsRecord(topology.domain, name, "AAAA", host.public_ipv6, topology.dns.ttl))
     return records

@@ -16,7 +16,6 @@ and drain scripts take; the remove script, which runs after the node left, finds
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 import shlex
@@ -24,18 +23,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from infra.host import Host
+from infra.plans.remote import CLOUD_INIT_TIMEOUT_S, wait_for_cloud_init
 
 SWARM_PORT = 2377
 NODE_NAME_LABEL = "spaced.node"
 RESERVED_LABELS = ("provider", "region", "role", "edge", "acme", NODE_NAME_LABEL)
 
-CLOUD_INIT_TIMEOUT_S = 1200
 DOCKER_TIMEOUT_S = 300
 JOIN_TIMEOUT_S = 300
 NODE_VISIBLE_TIMEOUT_S = 120
 DRAIN_TIMEOUT_S = 300
 NODE_DOWN_TIMEOUT_S = 120
 POLL_INTERVAL_S = 2
+MANAGER_PROBE_TIMEOUT_S = 5
 
 _NODE_ID = re.compile(r"^[a-z0-9]{25}$")
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -102,23 +102,16 @@ def plan_swarm(hosts: Sequence[Host]) -> SwarmPlan:
     if not hosts:
         raise SwarmPlanError("nodes: a swarm needs at least one node")
     names: set[str] = set()
-    addresses: set[str] = set()
     nodes: list[SwarmNode] = []
     acme_host = next((host for host in hosts if host.edge and host.manager), None)
     for host in hosts:
         if host.name in names:
             raise SwarmPlanError(f"nodes[{host.name}]: the name is used twice; node names must be unique")
         names.add(host.name)
-        try:
-            mesh_ip = str(ipaddress.IPv4Address(host.mesh_ip))
-        except ValueError:
-            raise SwarmPlanError(
-                f"nodes[{host.name}].mesh_ip: {host.mesh_ip!r} is not an IPv4 address from the mesh range"
-            ) from None
-        if mesh_ip in addresses:
-            raise SwarmPlanError(f"nodes[{host.name}].mesh_ip: {mesh_ip} is already another node's address")
-        addresses.add(mesh_ip)
-        nodes.append(SwarmNode(host.name, mesh_ip, host.manager, node_labels(host, acme=host is acme_host)))
+        # Mesh addresses were allocated and checked by the topology model (infra.topology).
+        nodes.append(
+            SwarmNode(host.name, host.mesh_ip, host.manager, node_labels(host, acme=host is acme_host))
+        )
     managers = [node for node in nodes if node.manager]
     if not managers:
         raise SwarmPlanError(
@@ -174,29 +167,6 @@ fail() {{ log "ERROR: $*"; exit 1; }}
 """
 
 
-def _wait_for_cloud_init(timeout_s: int) -> str:
-    # `cloud-init status --wait` never returns on a host cloud-init does not manage ("not run",
-    # "disabled": adopted servers), so only wait when it is running or done; exit 2 is
-    # "done with recoverable errors" (cloud-init >= 23.4), which is not fatal for us.
-    return f"""if command -v cloud-init >/dev/null 2>&1; then
-  cloud_init_state=$(cloud-init status 2>/dev/null || true)
-  case "$cloud_init_state" in
-    *"not run"*|*disabled*)
-      log "cloud-init does not manage this host; not waiting for it" ;;
-    *)
-      cloud_init_rc=0
-      timeout {timeout_s} cloud-init status --wait >/dev/null 2>&1 || cloud_init_rc=$?
-      case "$cloud_init_rc" in
-        0) ;;
-        2) log "cloud-init finished with recoverable errors; continuing" ;;
-        124) fail "cloud-init did not finish within {timeout_s} s; see /var/log/cloud-init-output.log" ;;
-        *) fail "cloud-init failed (exit $cloud_init_rc); see /var/log/cloud-init-output.log" ;;
-      esac ;;
-  esac
-fi
-"""
-
-
 def _wait_for_docker(timeout_s: int, *, give_up: str = "fail") -> str:
     """Wait until the engine answers; pick `docker` or `sudo -n docker` (adopted hosts whose user
     is not in the docker group). `give_up` is "fail" or "skip" (exit 0: nothing to do)."""
@@ -228,18 +198,43 @@ def _print_node_id() -> str:
 def init_script(
     mesh_ip: str,
     *,
+    node_name: str | None = None,
     cloud_init_timeout_s: int = CLOUD_INIT_TIMEOUT_S,
     docker_timeout_s: int = DOCKER_TIMEOUT_S,
+    probe_timeout_s: int = MANAGER_PROBE_TIMEOUT_S,
 ) -> str:
-    """Initialise the swarm on the first manager, advertising and listening on its mesh address.
+    """Make the first manager part of the swarm, advertising and listening on its mesh address.
 
-    Skips an already active swarm. Prints the node id.
+    Initialises a swarm only when no existing manager answers. On stdin it reads the other managers
+    as `<host:port> <manager join token>` lines (the output of `manager_probe_script` on each, a
+    secret; empty on a new stack); if one of them answers, this host joins that swarm as a manager
+    instead: a replaced first manager must not start a second swarm. After such a join, the
+    replaced node's old entry (same `spaced.node` label, down) is demoted and removed. Skips an
+    already active swarm. Prints the node id.
     """
     ip = shlex.quote(mesh_ip)
     listen = shlex.quote(f"{mesh_ip}:{SWARM_PORT}")
+    name = shlex.quote(node_name or "")
+    label_format = shlex.quote(f'{{{{index .Spec.Labels "{NODE_NAME_LABEL}"}}}}')
     return (
-        _header(f"initialise the swarm on {mesh_ip}")
-        + _wait_for_cloud_init(cloud_init_timeout_s)
+        _header(f"initialise the swarm on {mesh_ip}, or join the managers that answer")
+        + f"""join_addr=""
+join_token=""
+answers() {{
+  timeout {probe_timeout_s} bash -c 'exec 3<>"/dev/tcp/${{1%:*}}/${{1##*:}}"' _ "$1" 2>/dev/null
+}}
+while read -r candidate_addr candidate_token; do
+  [ -n "$candidate_addr" ] || continue
+  [[ "$candidate_token" =~ ^SWMTKN-[A-Za-z0-9-]+$ ]] || continue
+  if answers "$candidate_addr"; then
+    join_addr=$candidate_addr
+    join_token=$candidate_token
+    break
+  fi
+  log "manager $candidate_addr does not answer"
+done
+"""
+        + wait_for_cloud_init(cloud_init_timeout_s)
         + _wait_for_docker(docker_timeout_s)
         + f"""state=$(swarm_state)
 case "$state" in
@@ -253,9 +248,25 @@ case "$state" in
     fi
     log "the swarm is already active; not initialising" ;;
   inactive)
-    # The output holds the worker join token: keep it out of the logs.
-    dk swarm init --advertise-addr {ip} --listen-addr {listen} >/dev/null
-    log "initialised the swarm on "{ip} ;;
+    if [ -n "$join_addr" ]; then
+      # A swarm exists (this host was replaced): join it as a manager instead of making a second one.
+      dk swarm join --token "$join_token" --advertise-addr {ip} --listen-addr {listen} "$join_addr" >/dev/null
+      log "joined the existing swarm of $join_addr as a manager"
+      self_id=$(dk info --format '{{{{.Swarm.NodeID}}}}')
+      if [ -n {name} ]; then
+        for stale in $(dk node ls --quiet); do
+          [ "$stale" != "$self_id" ] || continue
+          [ "$(dk node inspect --format {label_format} "$stale")" = {name} ] || continue
+          [ "$(dk node inspect --format '{{{{.Status.State}}}}' "$stale")" = down ] || continue
+          dk node demote "$stale" >/dev/null 2>&1 || true
+          dk node rm --force "$stale" >/dev/null && log "removed the replaced node's old entry $stale"
+        done
+      fi
+    else
+      # The output holds the worker join token: keep it out of the logs.
+      dk swarm init --advertise-addr {ip} --listen-addr {listen} >/dev/null
+      log "initialised the swarm on "{ip}
+    fi ;;
   locked)
     fail "the swarm is locked (autolock); unlock it with 'docker swarm unlock' and run again" ;;
   *)
@@ -263,6 +274,25 @@ case "$state" in
 esac
 """
         + _print_node_id()
+    )
+
+
+def manager_probe_script(
+    *, cloud_init_timeout_s: int = CLOUD_INIT_TIMEOUT_S, docker_timeout_s: int = DOCKER_TIMEOUT_S
+) -> str:
+    """On a manager other than the first: print `<mesh address>:2377 <manager join token>` if this
+    host is an active manager of a swarm, nothing otherwise (a new stack). The output is a secret;
+    it feeds `init_script`'s stdin."""
+    return (
+        _header("offer this manager to a replaced first manager")
+        + wait_for_cloud_init(cloud_init_timeout_s)
+        + _wait_for_docker(docker_timeout_s, give_up="skip")
+        + f"""control=$(dk info --format '{{{{.Swarm.ControlAvailable}}}}')
+if [ "$(swarm_state)" = active ] && [ "$control" = true ]; then
+  address=$(dk info --format '{{{{.Swarm.NodeAddr}}}}')
+  printf '%s:{SWARM_PORT} %s\n' "$address" "$(dk swarm join-token -q manager)"
+fi
+"""
     )
 
 
@@ -305,7 +335,7 @@ def join_script(
 IFS= read -r join_token || true
 [[ "$join_token" =~ ^SWMTKN-[A-Za-z0-9-]+$ ]] || fail "expected the swarm join token on stdin"
 """
-        + _wait_for_cloud_init(cloud_init_timeout_s)
+        + wait_for_cloud_init(cloud_init_timeout_s)
         + _wait_for_docker(docker_timeout_s)
         + f"""state=$(swarm_state)
 case "$state" in

@@ -1,4 +1,5 @@
-"""Mesh address allocation: inside the range, unique, stable, pins honoured, clear errors."""
+"""Mesh address allocation: inside the range, unique, stable, pins honoured; bad ranges and pins are
+refused once, by the topology model, with the path of the field."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra.plans.mesh import MeshError, allocate_mesh_addresses
+from infra.topology import TopologyError, allocate_mesh_addresses, load_topology
+from tests.infra.fixtures.topologies import fixture
 
 PROD_NODES = ["ionos-apex", "aws-1", "gcp-1", "hetzner-1", "do-1", "ionos-cloud-1"]
 CIDR = "10.210.0.0/24"
@@ -21,9 +23,7 @@ def test_every_node_gets_a_unique_usable_address_in_the_range(names: list[str], 
     cidr = f"10.210.0.0/{prefix}"
     network = ipaddress.ip_network(cidr)
     if len(names) > network.num_addresses - 2:
-        with pytest.raises(MeshError, match="usable addresses"):
-            allocate_mesh_addresses(names, cidr)
-        return
+        return  # refused by load_topology (mesh.cidr: ... has room for ...), see below
     addresses = allocate_mesh_addresses(names, cidr)
     assert list(addresses) == names
     assert len(set(addresses.values())) == len(names)
@@ -61,34 +61,53 @@ def test_pinned_addresses_are_honoured_and_never_handed_to_others() -> None:
     assert len(set(pinned.values())) == len(PROD_NODES)
 
 
-@pytest.mark.parametrize(
-    ("pins", "message"),
-    [
-        ({"aws-1": "10.211.0.5"}, "aws-1.*10.211.0.5 is outside mesh.cidr 10.210.0.0/24"),
-        ({"aws-1": "not-an-ip"}, "aws-1.*'not-an-ip' is not an IPv4 address"),
-        ({"aws-1": "10.210.0.0"}, "aws-1.*network or broadcast"),
-        ({"aws-1": "10.210.0.255"}, "aws-1.*network or broadcast"),
-        ({"aws-1": "10.210.0.9", "gcp-1": "10.210.0.9"}, "10.210.0.9 is already pinned for 'aws-1'"),
-        ({"azure-1": "10.210.0.9"}, "pin for 'azure-1' names no node; nodes are: ionos-apex, aws-1"),
-    ],
-)
-def test_bad_pins_are_refused_with_the_reason(pins: dict[str, str], message: str) -> None:
-    with pytest.raises(MeshError, match=message):
-        allocate_mesh_addresses(PROD_NODES, CIDR, pinned=pins)
+def topology_with(cidr: str, pins: dict[int, str], count: int = 3) -> dict[str, object]:
+    """valid_minimal grown to `count` nodes on `cidr`, with `pins` (node index -> mesh_ip)."""
+    raw = fixture("valid_minimal")
+    template = raw["nodes"][0]
+    nodes = [
+        {**template, "name": f"node-{i}", "manager": i == 0, "edge": i == 0, "dns": []} for i in range(count)
+    ]
+    for index, address in pins.items():
+        nodes[index]["mesh_ip"] = address
+    return {**raw, "mesh": {"cidr": cidr}, "nodes": nodes}
 
 
 @pytest.mark.parametrize(
-    ("names", "cidr", "message"),
+    ("cidr", "pins", "count", "message"),
     [
-        (["a", "b", "c"], "10.0.0.0/30", r"2 usable addresses but there are 3 nodes.*at least a /29"),
-        (["a"], "10.0.0.0/31", r"too small for a mesh; use at least a /30"),
-        (["a"], "10.210.0.1/24", r"not a network range.*10.210.0.0/24"),
-        (["a"], "fd00::/64", r"IPv6; the mesh uses an IPv4 range"),
-        (["a"], "banana", r"'banana' is not a network range"),
-        (["a", "a"], CIDR, r"'a' appears twice"),
-        (["bad name"], CIDR, r"'bad name' is not valid"),
+        (CIDR, {1: "10.211.0.5"}, 3, r"nodes\[1\]\.mesh_ip: 10.211.0.5 is not a host address of mesh.cidr"),
+        (CIDR, {1: "not-an-ip"}, 3, r"nodes\[1\]\.mesh_ip: 'not-an-ip' is not an IPv4 address"),
+        (CIDR, {1: "10.210.0.0"}, 3, r"nodes\[1\]\.mesh_ip: 10.210.0.0 is not a host address"),
+        (CIDR, {1: "10.210.0.255"}, 3, r"nodes\[1\]\.mesh_ip: 10.210.0.255 is not a host address"),
+        (
+            CIDR,
+            {1: "10.210.0.9", 2: "10.210.0.9"},
+            3,
+            r"nodes\[2\]\.mesh_ip: 10.210.0.9 is already pinned by nodes\[1\]",
+        ),
+        (
+            "10.0.0.0/30",
+            {},
+            3,
+            r"mesh.cidr: 10.0.0.0/30 has room for 2 node\(s\) but the topology has 3; use a /29",
+        ),
+        ("10.0.0.0/31", {}, 1, r"mesh.cidr: 10.0.0.0/31 has room for 0 node"),
+        ("10.210.0.1/24", {}, 1, r"mesh.cidr: '10.210.0.1/24' has host bits set; did you mean 10.210.0.0/24"),
+        ("fd00::/64", {}, 1, r"mesh.cidr: 'fd00::/64' must be a private IPv4 range"),
+        ("banana", {}, 1, r"mesh.cidr: 'banana' is not a CIDR range"),
     ],
 )
-def test_bad_ranges_and_names_are_refused_with_the_reason(names: list[str], cidr: str, message: str) -> None:
-    with pytest.raises(MeshError, match=message):
-        allocate_mesh_addresses(names, cidr)
+def test_bad_ranges_and_pins_are_refused_by_the_topology(
+    cidr: str, pins: dict[int, str], count: int, message: str
+) -> None:
+    with pytest.raises(TopologyError, match=message):
+        load_topology(topology_with(cidr, pins, count))
+
+
+def test_the_topology_allocates_with_its_pins() -> None:
+    topology = load_topology(topology_with(CIDR, {2: "10.210.0.7"}))
+    addresses = topology.mesh_addresses()
+    assert addresses["node-2"] == "10.210.0.7"
+    names = ["node-0", "node-1", "node-2"]
+    assert addresses == allocate_mesh_addresses(names, CIDR, {"node-2": "10.210.0.7"})

@@ -17,13 +17,13 @@ import pytest
 
 from infra.plans.mesh import (
     MeshPeer,
-    allocate_mesh_addresses,
     generate_private_key,
     public_key_from_private,
     render_apply_script,
     render_wireguard_config,
     strip_wg_quick_keys,
 )
+from infra.topology import allocate_mesh_addresses
 
 from .netns_lab import NetnsLab, ensure_tun_device, netns_unavailable_reason
 

@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 
 from infra.plans.mesh import (
+    TUNNEL_MTU,
     MeshError,
     MeshPeer,
-    allocate_mesh_addresses,
     config_fingerprint,
     generate_private_key,
     public_key_from_private,
     render_wireguard_config,
     strip_wg_quick_keys,
 )
+from infra.topology import allocate_mesh_addresses
 
 from .wg_config import parse_wireguard_config
 
@@ -47,6 +48,7 @@ def test_every_node_lists_every_other_node_and_never_itself() -> None:
         assert interface == {
             "Address": f"{node.mesh_ip}/24",
             "ListenPort": str(PORT),
+            "MTU": str(TUNNEL_MTU),
             "PrivateKey": private_keys[node.name],
         }
         assert all(name == "Peer" for name, _ in peer_sections)
@@ -90,8 +92,6 @@ def test_ipv6_endpoints_are_bracketed_and_dns_names_pass_through() -> None:
 
 # Changes to peer "b" (given the whole mesh) and the error each must cause.
 BAD_PEER_CHANGES = {
-    "mesh_ip taken": (lambda p: {"mesh_ip": p[2].mesh_ip}, "mesh_ip .* is used by another node"),
-    "mesh_ip outside": (lambda p: {"mesh_ip": "10.99.0.1"}, "outside the mesh range"),
     "key taken": (lambda p: {"public_key": p[2].public_key}, "public key .* used by another"),
     "key malformed": (lambda p: {"public_key": "short"}, "public key of mesh peer 'b'"),
     "endpoint injects": (lambda p: {"endpoint_host": "1.2.3.4\nPostUp=x"}, "is not a host"),

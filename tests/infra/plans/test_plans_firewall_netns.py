@@ -81,8 +81,21 @@ def namespaces(tmp_path: Path) -> Iterator[tuple[str, str]]:
         for ns in (server, client):
             sh("ip", "netns", "add", ns)
             made.append(ns)
-        sh("ip", "link", "add", "vsrv", "netns", server, "type", "veth",
-           "peer", "name", "vcli", "netns", client)
+        sh(
+            "ip",
+            "link",
+            "add",
+            "vsrv",
+            "netns",
+            server,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vcli",
+            "netns",
+            client,
+        )
         sh("ip", "-n", server, "addr", "add", f"{SERVER}/24", "dev", "vsrv")
         for address in (ADMIN, PEER, OUTSIDER):
             sh("ip", "-n", client, "addr", "add", f"{address}/24", "dev", "vcli")
@@ -103,20 +116,150 @@ def test_only_planned_traffic_gets_in(namespaces: tuple[str, str], tmp_path: Pat
     ruleset.write_text(nftables_script(plan_firewall(me, [me, peer], [ADMIN_CIDR], 51820)))
     sh("ip", "netns", "exec", server, "nft", "-f", str(ruleset))
 
-    listener = subprocess.Popen(["ip", "netns", "exec", server, sys.executable, "-c", LISTENER],
-                                stdout=subprocess.PIPE, text=True)
+    listener = subprocess.Popen(
+        ["ip", "netns", "exec", server, sys.executable, "-c", LISTENER], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
-        probe = subprocess.run(["ip", "netns", "exec", client, sys.executable, "-c", PROBE, SERVER,
-                                ",".join((ADMIN, PEER, OUTSIDER)), json.dumps(PORTS)],
-                               capture_output=True, text=True, timeout=60, check=True)
+        probe = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                client,
+                sys.executable,
+                "-c",
+                PROBE,
+                SERVER,
+                ",".join((ADMIN, PEER, OUTSIDER)),
+                json.dumps(PORTS),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
     finally:
         listener.kill()
         listener.wait(timeout=30)
     seen = json.loads(probe.stdout)
     assert seen == {
-        f"{ADMIN} ssh": "open", f"{PEER} ssh": "dropped", f"{OUTSIDER} ssh": "dropped",
-        f"{ADMIN} https": "open", f"{PEER} https": "open", f"{OUTSIDER} https": "open",  # the edge node
-        f"{ADMIN} swarm": "dropped", f"{PEER} swarm": "dropped", f"{OUTSIDER} swarm": "dropped",
-        f"{ADMIN} wireguard": "dropped", f"{PEER} wireguard": "open", f"{OUTSIDER} wireguard": "dropped",
+        f"{ADMIN} ssh": "open",
+        f"{PEER} ssh": "dropped",
+        f"{OUTSIDER} ssh": "dropped",
+        f"{ADMIN} https": "open",
+        f"{PEER} https": "open",
+        f"{OUTSIDER} https": "open",  # the edge node
+        f"{ADMIN} swarm": "dropped",
+        f"{PEER} swarm": "dropped",
+        f"{OUTSIDER} swarm": "dropped",
+        f"{ADMIN} wireguard": "dropped",
+        f"{PEER} wireguard": "open",
+        f"{OUTSIDER} wireguard": "dropped",
+    }
+
+
+# --- ports Docker publishes: DNAT-ed to a container and forwarded past the input chain -----------
+
+CONTAINER, BRIDGE_ADDRESS = "172.18.0.2", "172.18.0.1"
+PUBLISHED = {"published-https": 443, "published-metrics": 9090}
+CONTAINER_LISTENER = """
+import socket
+servers = []
+for port in (443, 9090):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(16); servers.append(s)
+print("ready", flush=True)
+import time
+while True:
+    time.sleep(3600)
+"""
+# What Docker does for `ports: [443, 9090]` (host mode): DNAT on the host to the container.
+DOCKER_NAT = f"""table ip docker-like {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    tcp dport {{ 443, 9090 }} dnat to {CONTAINER}
+  }}
+}}
+"""
+
+
+def test_published_ports_are_filtered_like_the_host(namespaces: tuple[str, str], tmp_path: Path) -> None:
+    """An outsider reaches a published port only if a rule allows that port from its address."""
+    server, client = namespaces
+    container = f"{server}-ctr"
+    sh("ip", "netns", "add", container)
+    listener: subprocess.Popen[str] | None = None
+    try:
+        # A "docker0" bridge on the server with one container behind it.
+        sh("ip", "-n", server, "link", "add", "docker0", "type", "bridge")
+        sh("ip", "-n", server, "addr", "add", f"{BRIDGE_ADDRESS}/24", "dev", "docker0")
+        sh("ip", "-n", server, "link", "set", "docker0", "up")
+        sh(
+            "ip",
+            "link",
+            "add",
+            "vhost",
+            "netns",
+            server,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            container,
+        )
+        sh("ip", "-n", server, "link", "set", "vhost", "master", "docker0", "up")
+        sh("ip", "-n", container, "addr", "add", f"{CONTAINER}/24", "dev", "eth0")
+        sh("ip", "-n", container, "link", "set", "eth0", "up")
+        sh("ip", "-n", container, "link", "set", "lo", "up")
+        sh("ip", "-n", container, "route", "add", "default", "via", BRIDGE_ADDRESS)
+        sh("ip", "netns", "exec", server, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        nat = tmp_path / "docker-like.nft"
+        nat.write_text(DOCKER_NAT)
+        sh("ip", "netns", "exec", server, "nft", "-f", str(nat))
+        me = Host("adopted", "existing", "de", SERVER, "10.210.0.1", "deploy", edge=True)
+        ruleset = tmp_path / "spaced.nft"
+        ruleset.write_text(nftables_script(plan_firewall(me, [me], [ADMIN_CIDR], 51820)))
+        sh("ip", "netns", "exec", server, "nft", "-f", str(ruleset))
+
+        listener = subprocess.Popen(
+            ["ip", "netns", "exec", container, sys.executable, "-c", CONTAINER_LISTENER],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+        probe = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                client,
+                sys.executable,
+                "-c",
+                PROBE,
+                SERVER,
+                ",".join((ADMIN, OUTSIDER)),
+                json.dumps(PUBLISHED),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    finally:
+        if listener is not None:
+            listener.kill()
+            listener.wait(timeout=30)
+        subprocess.run(["ip", "netns", "del", container], capture_output=True, timeout=30)
+    seen = json.loads(probe.stdout)
+    print(f"\npublished-port reachability: {json.dumps(seen, sort_keys=True)}")
+    assert seen == {
+        # the edge's web port is open to everyone, published or not
+        f"{ADMIN} published-https": "open",
+        f"{OUTSIDER} published-https": "open",
+        # a port no rule opens is closed even though Docker forwards it past the input chain
+        f"{ADMIN} published-metrics": "dropped",
+        f"{OUTSIDER} published-metrics": "dropped",
     }

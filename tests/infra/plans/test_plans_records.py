@@ -34,7 +34,14 @@ def test_apex_is_the_at_name(prod) -> None:  # type: ignore[no-untyped-def]
     assert DnsRecord("spaced.fun", "@", "A", "217.160.139.233", 300) in records
 
 
+def test_no_aaaa_unless_the_topology_serves_ipv6(prod) -> None:  # type: ignore[no-untyped-def]
+    hosts = seed_hosts(prod, ipv6={"hetzner-1": "2a01:4f8:c012:1::1", "ionos-apex": "2001:db8::1"})
+    assert prod.dns.ipv6 is False  # the default: an AAAA record the edge does not serve breaks IPv6 clients
+    assert not [r for r in plan_records(prod, hosts) if r.type == "AAAA"]
+
+
 def test_aaaa_only_where_the_host_has_ipv6(prod) -> None:  # type: ignore[no-untyped-def]
+    prod = prod.model_copy(update={"dns": prod.dns.model_copy(update={"ipv6": True})})
     hosts = seed_hosts(prod, ipv6={"hetzner-1": "2a01:4f8:c012:1::1", "gcp-1": "2600:1900::1"})
     aaaa = [(r.fqdn, r.value) for r in plan_records(prod, hosts) if r.type == "AAAA"]
     # gcp-1 has IPv6 but no DNS name: still nothing for it.
@@ -45,8 +52,16 @@ def test_dev_records_live_under_dev(prod) -> None:  # type: ignore[no-untyped-de
     dev = load_topology(stack_topology("dev"))
     hosts = {node.name: host for node, host in zip(dev.nodes, seed_hosts(prod).values(), strict=False)}
     fqdns = sorted(r.fqdn for r in plan_records(dev, hosts))
-    assert fqdns == sorted(["dev.spaced.fun", "hetzner.dev.spaced.fun", "aws.dev.spaced.fun",
-                            "gcp.dev.spaced.fun", "do.dev.spaced.fun", "ionos.dev.spaced.fun"])
+    assert fqdns == sorted(
+        [
+            "dev.spaced.fun",
+            "hetzner.dev.spaced.fun",
+            "aws.dev.spaced.fun",
+            "gcp.dev.spaced.fun",
+            "do.dev.spaced.fun",
+            "ionos.dev.spaced.fun",
+        ]
+    )
 
 
 def test_a_node_without_host_is_an_error(prod) -> None:  # type: ignore[no-untyped-def]

@@ -1,7 +1,7 @@
 """Every provider adapter under Pulumi mocks: resource types, their arguments, the firewall rules.
 
-One mocked run provisions `providers_mix.yaml` (one or two nodes of every provider) through both
-passes; the tests then read what was registered.
+One mocked run provisions `providers_mix.yaml` (one or two nodes of every provider): every server,
+then every node's peer firewall; the tests then read what was registered.
 """
 
 from __future__ import annotations
@@ -43,15 +43,29 @@ def run() -> Run:
     resolved: dict[str, dict[str, Any]] = {}
 
     def program() -> None:
-        ctx = ProvisionContext(environment="test", ssh_user="deploy", ssh_public_key=topology.ssh.public_key,
-                               ssh_private_key=pulumi.Output.secret(PRIVATE_KEY),
-                               mesh_ips={n.name: f"10.220.0.{i + 1}" for i, n in enumerate(topology.nodes)})
-        hosts = provision_all(topology.nodes, ctx, topology.admin_ssh_cidrs, topology.mesh.listen_port)
+        ctx = ProvisionContext(
+            environment="test",
+            ssh_user="deploy",
+            ssh_public_key=topology.ssh.public_key,
+            ssh_private_key=pulumi.Output.secret(PRIVATE_KEY),
+            mesh_ips={n.name: f"10.220.0.{i + 1}" for i, n in enumerate(topology.nodes)},
+            admin_ssh_cidrs=topology.admin_ssh_cidrs,
+        )
+        hosts = provision_all(topology.nodes, ctx, topology.mesh.listen_port)
         for host in hosts:
             pulumi.Output.all(host.public_ipv4, host.public_ipv6).apply(
-                lambda ips, host=host: resolved.__setitem__(host.name, {
-                    "public_ipv4": ips[0], "public_ipv6": ips[1], "mesh_ip": host.mesh_ip,
-                    "provider": host.provider, "edge": host.edge, "resources": host.resources}))
+                lambda ips, host=host: resolved.__setitem__(
+                    host.name,
+                    {
+                        "public_ipv4": ips[0],
+                        "public_ipv6": ips[1],
+                        "mesh_ip": host.mesh_ip,
+                        "provider": host.provider,
+                        "edge": host.edge,
+                        "resources": host.resources,
+                    },
+                )
+            )
 
     mocks, _ = run_with_mocks(program)
     return Run(mocks, resolved, list(SETTINGS.monitor.resources))
@@ -72,17 +86,46 @@ def test_every_node_yields_a_host_with_its_address(run: Run) -> None:
     assert len({h["public_ipv4"] for h in run.hosts.values()}) == 8
 
 
-def test_one_component_per_node_with_children_under_it(run: Run) -> None:
-    expected = {"adopted-1": "ExistingServer", "hetzner-1": "HetznerServer", "aws-1": "AwsServer",
-                "gcp-1": "GcpServer", "do-1": "DigitalOceanServer", "ionos-1": "IonosServer"}
-    for node, component in expected.items():
-        token = f"spaced:providers:{component}"
-        assert any(urn.endswith(f"{token}::{node}") for urn in run.urns), (node, token)
-        own = [urn.split("::")[-1] for urn in run.urns if urn.split("::")[-1].startswith(f"{node}-")]
-        parented = [urn.split("::")[-1] for urn in run.urns if f"{token}$" in urn]
+def test_a_server_and_a_firewall_component_per_node_with_children_under_them(run: Run) -> None:
+    expected = {
+        "adopted-1": "Existing",
+        "hetzner-1": "Hetzner",
+        "aws-1": "Aws",
+        "gcp-1": "Gcp",
+        "do-1": "DigitalOcean",
+        "ionos-1": "Ionos",
+    }
+    for node, kind in expected.items():
+        server, firewall = f"spaced:providers:{kind}Server", f"spaced:providers:{kind}Firewall"
+        assert any(urn.endswith(f"{server}::{node}") for urn in run.urns), (node, server)
+        assert any(urn.endswith(f"{firewall}::{node}-firewall") for urn in run.urns), (node, firewall)
+        own = [
+            urn.split("::")[-1]
+            for urn in run.urns
+            if urn.split("::")[-1].startswith(f"{node}-")
+            and node_of(urn.split("::")[-1]) == node
+            and "spaced:providers:" not in urn.split("::")[-2].split("$")[-1]
+        ]
+        parented = [urn.split("::")[-1] for urn in run.urns if f"{server}$" in urn or f"{firewall}$" in urn]
         assert own, f"{node} has no resources"
-        # every resource named after the node hangs under the node's component (parent=self)
+        # every resource named after the node hangs under one of the node's components (parent=self)
         assert set(own) <= set(parented), (node, set(own) - set(parented))
+
+
+def test_peer_rules_live_in_the_firewall_component_not_in_the_finished_server(run: Run) -> None:
+    """The server component is complete when `provision` returns; `protect` adds nothing under it."""
+    for node in ("adopted-1", "hetzner-1", "aws-1", "gcp-1", "do-1", "ionos-1"):
+        under_firewall = [
+            urn
+            for urn in run.urns
+            if urn.split("::")[-1] != f"{node}-firewall"
+            and "Firewall$" in urn
+            and urn.split("::")[-1].startswith(f"{node}-firewall")
+        ]
+        assert under_firewall, node
+        for urn in run.urns:
+            if urn.split("::")[-1].startswith(f"{node}-firewall-"):
+                assert "Server$" not in urn, urn  # never a child of the server component
 
 
 def test_unknown_provider_lists_the_registry() -> None:
@@ -92,39 +135,47 @@ def test_unknown_provider_lists_the_registry() -> None:
 
 # --- firewalls: the same least-privilege rules, translated per provider -------------------------------
 
+NODES = ("adopted-1", "hetzner-1", "aws-1", "aws-2", "gcp-1", "gcp-2", "do-1", "ionos-1")
+
+
+def node_of(resource_name: str) -> str:
+    """The node a resource belongs to: the longest node name its name starts with."""
+    return max((n for n in NODES if resource_name.startswith(f"{n}-")), key=len)
+
+
 def opened(run: Run) -> dict[str, set[tuple[str, int, str]]]:
     """node -> {(protocol, port, source)} over every provider's firewall resources."""
     result: dict[str, set[tuple[str, int, str]]] = {}
     m = run.mocks
     for rule in m.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"):
-        node = rule.name.split("-ingress-")[0]
         source = rule.inputs.get("cidrIpv4") or rule.inputs.get("cidrIpv6")
         assert rule.inputs["fromPort"] == rule.inputs["toPort"]
-        result.setdefault(node, set()).add((rule.inputs["ipProtocol"], rule.inputs["fromPort"], source))
+        result.setdefault(node_of(rule.name), set()).add(
+            (rule.inputs["ipProtocol"], rule.inputs["fromPort"], source)
+        )
     for fw in m.of_type("hcloud:index/firewall:Firewall"):
-        node = fw.name.removesuffix("-firewall")
         for rule in fw.inputs["rules"]:
             assert rule["direction"] == "in"
             for source in rule["sourceIps"]:
-                result.setdefault(node, set()).add((rule["protocol"], int(rule["port"]), source))
+                result.setdefault(node_of(fw.name), set()).add((rule["protocol"], int(rule["port"]), source))
     for fw in m.of_type("gcp:compute/firewall:Firewall"):
-        node = fw.name.rsplit("-", 3)[0]
+        node = node_of(fw.name)
         assert fw.inputs["direction"] == "INGRESS" and fw.inputs["targetTags"] == [f"spaced-test-{node}"]
         for allow in fw.inputs["allows"]:
             for port in allow["ports"]:
                 for source in fw.inputs["sourceRanges"]:
                     result.setdefault(node, set()).add((allow["protocol"], int(port), source))
     for fw in m.of_type("digitalocean:index/firewall:Firewall"):
-        node = fw.name.removesuffix("-firewall")
         for rule in fw.inputs["inboundRules"]:
             for source in rule["sourceAddresses"]:
-                result.setdefault(node, set()).add((rule["protocol"], int(rule["portRange"]), source))
+                result.setdefault(node_of(fw.name), set()).add(
+                    (rule["protocol"], int(rule["portRange"]), source)
+                )
     for fw in m.of_type("ionoscloud:compute/firewall:Firewall"):
-        node = fw.name.rsplit("-", 3)[0]
         assert fw.inputs["type"] == "INGRESS" and fw.inputs["portRangeStart"] == fw.inputs["portRangeEnd"]
         source = fw.inputs.get("sourceIp") or "0.0.0.0/0"
         port = fw.inputs["portRangeStart"]
-        result.setdefault(node, set()).add((fw.inputs["protocol"].lower(), port, source))
+        result.setdefault(node_of(fw.name), set()).add((fw.inputs["protocol"].lower(), port, source))
     return result
 
 
@@ -149,17 +200,24 @@ def test_no_swarm_port_anywhere(run: Run) -> None:
 
 # --- provider specifics ---------------------------------------------------------------------------------
 
+
 def test_hetzner_server(run: Run) -> None:
     server = run.mocks.named("hetzner-1-server")
     assert server.typ == "hcloud:index/server:Server"
     assert (server.inputs["serverType"], server.inputs["location"], server.inputs["image"]) == (
-        "cx32", "nbg1", "debian-12")
-    assert server.inputs["userData"].startswith("#cloud-config\n")
+        "cx33",
+        "nbg1",
+        "debian-12",
+    )
+    assert is_secret(server.inputs["userData"])  # it holds the server's private host key
+    assert unwrap(server.inputs["userData"]).startswith("#cloud-config\n")
     [key] = run.mocks.of_type("hcloud:index/sshKey:SshKey")
     assert key.inputs["publicKey"].startswith("ssh-ed25519 ")
+    # boots behind its public rules; the peer rules are a second firewall attached once all exist
+    assert server.inputs["firewallIds"] == [int(run.mocks.ids["hetzner-1-public-firewall"])]
     [attachment] = run.mocks.of_type("hcloud:index/firewallAttachment:FirewallAttachment")
     assert attachment.inputs["serverIds"] == [int(run.mocks.ids["hetzner-1-server"])]
-    assert attachment.inputs["firewallId"] == int(run.mocks.ids["hetzner-1-firewall"])
+    assert attachment.inputs["firewallId"] == int(run.mocks.ids["hetzner-1-firewall-rules"])
 
 
 def test_aws_instance_security_group_key_pair_and_eip(run: Run) -> None:
@@ -167,7 +225,7 @@ def test_aws_instance_security_group_key_pair_and_eip(run: Run) -> None:
     instance = m.named("aws-1-instance")
     assert instance.inputs["ami"] == MOCK_AMI and instance.inputs["instanceType"] == "t3.small"
     assert instance.inputs["metadataOptions"]["httpTokens"] == "required"
-    assert instance.inputs["userData"].startswith("#cloud-config\n")
+    assert unwrap(instance.inputs["userData"]).startswith("#cloud-config\n")
     assert instance.inputs["vpcSecurityGroupIds"] == [m.ids["aws-1-security-group"]]
     # one key pair and one provider for the region, shared by both AWS nodes
     [key_pair] = m.of_type("aws:ec2/keyPair:KeyPair")
@@ -177,8 +235,13 @@ def test_aws_instance_security_group_key_pair_and_eip(run: Run) -> None:
     assert eip.name == "aws-1-elastic-ip" and eip.inputs["domain"] == "vpc"
     assert eip.inputs["instance"].startswith("i-0")
     # the Debian AMI lookup asks for the right architecture: arm64 for the Graviton t4g node
-    architectures = sorted(f["values"][0] for c in m.calls for f in c.args["filters"]
-                           if f["name"] == "architecture")
+    architectures = sorted(
+        f["values"][0]
+        for c in m.calls
+        if c.token == "aws:ec2/getAmi:getAmi"
+        for f in c.args["filters"]
+        if f["name"] == "architecture"
+    )
     assert architectures == ["arm64", "x86_64"]
     egress = m.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
     assert {e.inputs.get("cidrIpv4") or e.inputs.get("cidrIpv6") for e in egress} == {"0.0.0.0/0", "::/0"}
@@ -191,8 +254,8 @@ def test_gcp_instances_own_network_and_static_address(run: Run) -> None:
     one, two = m.named("gcp-1-instance"), m.named("gcp-2-instance")
     assert one.inputs["zone"] == "europe-west3-a" and two.inputs["zone"] == "europe-west3-b"
     assert one.inputs["tags"] == ["spaced-test-gcp-1"]
-    assert one.inputs["metadata"]["user-data"].startswith("#cloud-config\n")
-    assert one.inputs["metadata"]["block-project-ssh-keys"] == "TRUE"
+    assert unwrap(unwrap(one.inputs["metadata"])["user-data"]).startswith("#cloud-config\n")
+    assert unwrap(one.inputs["metadata"])["block-project-ssh-keys"] == "TRUE"
     assert one.inputs["networkInterfaces"][0]["network"] == f"{network.name}-id"
     assert one.inputs["networkInterfaces"][0]["accessConfigs"][0]["natIp"] == m.ipv4["gcp-1-address"]
     assert [a.name for a in m.of_type("gcp:compute/address:Address")] == ["gcp-1-address"]
@@ -205,8 +268,11 @@ def test_digitalocean_droplet_key_and_firewall(run: Run) -> None:
     assert droplet.inputs["sshKeys"] == ["3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa"]
     assert key.inputs["publicKey"].startswith("ssh-ed25519 ")
     assert droplet.inputs["ipv6"] is True and droplet.inputs["region"] == "fra1"
-    [firewall] = m.of_type("digitalocean:index/firewall:Firewall")
-    assert firewall.inputs["dropletIds"] == [int(m.ids["do-1-droplet"])]
+    public, peers = m.named("do-1-public-firewall"), m.named("do-1-firewall-rules")
+    # the public firewall targets the droplet's own tag, so it applies from the droplet's creation
+    assert public.inputs["tags"] == ["spaced-test-do-1"] and "spaced-test-do-1" in droplet.inputs["tags"]
+    assert peers.inputs["dropletIds"] == [int(m.ids["do-1-droplet"])]
+    firewall = public
     outbound = {(r["protocol"], tuple(r["destinationAddresses"])) for r in firewall.inputs["outboundRules"]}
     assert ("tcp", ("0.0.0.0/0", "::/0")) in outbound and ("udp", ("0.0.0.0/0", "::/0")) in outbound
 
@@ -221,7 +287,7 @@ def test_ionos_datacenter_lan_ip_block_server(run: Run) -> None:
     nic = server.inputs["nic"]
     assert nic["firewallActive"] is True and nic["firewallType"] == "INGRESS" and nic["lan"] == 1
     assert nic["ips"] == [m.ipv4["ionos-1-ip-block"]]
-    user_data = base64.b64decode(server.inputs["volume"]["userData"]).decode()
+    user_data = base64.b64decode(unwrap(unwrap(server.inputs["volume"])["userData"])).decode()
     assert user_data.startswith("#cloud-config\n")
     rules = [r for r in m.of_type("ionoscloud:compute/firewall:Firewall")]
     assert all(r.inputs["nicId"] == "ionos-1-server-nic-id" for r in rules)
@@ -229,7 +295,7 @@ def test_ionos_datacenter_lan_ip_block_server(run: Run) -> None:
 
 def test_existing_node_is_adopted_over_ssh_with_nftables(run: Run) -> None:
     m = run.mocks
-    bootstrap, firewall = m.named("adopted-1-bootstrap"), m.named("adopted-1-firewall")
+    bootstrap, firewall = m.named("adopted-1-bootstrap"), m.named("adopted-1-firewall-nftables")
     for command in (bootstrap, firewall):
         assert command.typ == "command:remote:Command"
         assert is_secret(command.inputs["connection"])  # it carries the private key
@@ -249,5 +315,9 @@ def test_existing_node_is_adopted_over_ssh_with_nftables(run: Run) -> None:
     for _, port in SWARM_PORTS:
         assert f"dport {port} " not in script
     # no cloud resources for an adopted node
-    assert not [r for r in m.resources
-                if r.name.startswith("adopted-1-") and r.typ != "command:remote:Command"]
+    assert not [
+        r
+        for r in m.resources
+        if r.name.startswith("adopted-1-")
+        and r.typ not in ("command:remote:Command", "spaced:providers:ExistingFirewall")
+    ]

@@ -32,10 +32,32 @@ class Dependency(pulumi.CustomResource):
         super().__init__("test:index:Dependency", name, {})
 
 
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDsAv6Gu3peoqR+hx8LYO3CIRaglqPFuXSwT0C1/nnSh"
+
+
 def make_hosts(server: pulumi.Resource | None = None) -> list[Host]:
     return [
-        Host("worker-a", "hetzner", "fsn1", "203.0.113.2", "10.210.0.2", "deploy", labels={"tier": "app"}),
-        Host("apex", "existing", "de", "203.0.113.1", "10.210.0.1", "deploy", manager=True, edge=True),
+        Host(
+            "worker-a",
+            "hetzner",
+            "fsn1",
+            "203.0.113.2",
+            "10.210.0.2",
+            "deploy",
+            labels={"tier": "app"},
+            host_key=HOST_KEY,
+        ),
+        Host(
+            "apex",
+            "existing",
+            "de",
+            "203.0.113.1",
+            "10.210.0.1",
+            "deploy",
+            manager=True,
+            edge=True,
+            host_key=HOST_KEY,
+        ),
         Host(
             "mgr-b",
             "aws",
@@ -45,6 +67,7 @@ def make_hosts(server: pulumi.Resource | None = None) -> list[Host]:
             "admin",
             manager=True,
             resources=(server,) if server else (),
+            host_key=HOST_KEY,
         ),
     ]
 
@@ -87,6 +110,7 @@ def test_commands_per_host(pulumi_mocks: tuple[CommandMocks, RecordingMonitor]) 
             "swarm-apex-init",
             "swarm-join-tokens",
             "swarm-apex-labels",
+            "swarm-mgr-b-manager-probe",  # the other manager offers itself to a replaced first manager
             *(
                 f"swarm-{node}-{role}"
                 for node in ("worker-a", "mgr-b")
@@ -107,7 +131,7 @@ def test_init_and_tokens_run_on_the_first_manager_over_its_mesh_address(
     init = inputs(monitor, "swarm-apex-init")
     connection, _ = unwrap(init["connection"])
     assert (connection["host"], connection["user"]) == ("203.0.113.1", "deploy")
-    assert init["create"] == plan.bash_command(plan.init_script("10.210.0.1"))
+    assert init["create"] == plan.bash_command(plan.init_script("10.210.0.1", node_name="apex"))
     assert "--advertise-addr 10.210.0.1 --listen-addr 10.210.0.1:2377" in init["create"]
     assert init["delete"] == plan.bash_command(plan.leave_script(force=True))
     tokens = inputs(monitor, "swarm-join-tokens")
@@ -165,6 +189,7 @@ def test_join_commands_use_the_right_token_addresses_and_delete_by_leaving(
         "port": 22.0,
         "dialErrorLimit": 30.0,
         "perDialTimeout": 30.0,
+        "hostKey": HOST_KEY,
     }
     assert manager["triggers"] == ["10.210.0.1", "10.210.0.3", "manager"]
 

@@ -65,7 +65,8 @@ def test_every_script_is_valid_strict_bash(name: str) -> None:
 def test_every_wait_is_bounded(name: str) -> None:
     script = ALL_SCRIPTS[name]
     loops = re.findall(r"^\s*(?:while|until) .*$", script, flags=re.MULTILINE)
-    waiting_loops = [loop for loop in loops if "for " not in loop]
+    # `while read` loops end with their input, not by waiting.
+    waiting_loops = [loop for loop in loops if "for " not in loop and " read " not in loop]
     deadline_checks = re.findall(r'\[ "\$SECONDS" -ge "\$\w+_deadline" \]', script)
     assert len(deadline_checks) == len(waiting_loops)
     for waited in re.findall(r"^\s*timeout (\d+) ", script, flags=re.MULTILINE):
@@ -177,11 +178,6 @@ def test_acme_label_goes_to_the_first_edge_manager_only() -> None:
             [host("m", "10.210.0.1", manager=True), host("m", "10.210.0.2")],
             r"nodes\[m\]: the name is used twice",
         ),
-        (
-            [host("m", "10.210.0.1", manager=True), host("w", "10.210.0.1")],
-            r"nodes\[w\]\.mesh_ip: 10\.210\.0\.1 is already",
-        ),
-        ([host("m", "10.210.0.300", manager=True)], r"nodes\[m\]\.mesh_ip: '10\.210\.0\.300' is not an IPv4"),
         (
             [host("m", "10.210.0.1", manager=True, labels={"role": "x"})],
             r"labels\.role: 'role' is set by the",
