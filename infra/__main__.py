@@ -19,6 +19,7 @@ if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == _INFRA_DIR:
 elif _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
+import dataclasses  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 import pulumi  # noqa: E402
@@ -133,8 +134,9 @@ def deploy_cloud(config: stack_config.StackConfig) -> None:
     app = AppStack(
         "app",
         AppStackArgs(
-            settings_for_topology(topology),
+            settings_for_topology(topology, alerting=config.alerting),
             docker_host=swarm.docker_host,
+            secret_environment=config.alert_secrets,
             cloud=CloudDeployArgs(
                 private_key=ssh_private_key,
                 host_key=swarm.manager_host_key,
@@ -149,10 +151,15 @@ def deploy_cloud(config: stack_config.StackConfig) -> None:
     export_outputs(topology, hosts, records, swarm, app)
 
 
-def deploy_local(topology: Topology) -> None:
+def deploy_local(config: stack_config.StackConfig) -> None:
     """The application stack on the local Docker engine; no servers, no DNS."""
-    app = AppStack("app", AppStackArgs(settings_for_environment(topology.environment), docker_host=None))
-    export_outputs(topology, [], [], None, app)
+    settings = settings_for_environment(config.topology.environment)
+    settings = dataclasses.replace(settings, alerting=config.alerting)
+    app = AppStack(
+        "app",
+        AppStackArgs(settings, docker_host=None, secret_environment=config.alert_secrets),
+    )
+    export_outputs(config.topology, [], [], None, app)
 
 
 def main() -> None:
@@ -164,7 +171,7 @@ def main() -> None:
         stack = pulumi.get_stack()
         raise pulumi.RunError(f"{error}\nFix stacks/Pulumi.{stack}.yaml and run again.") from None
     if config.topology.is_local:
-        deploy_local(config.topology)
+        deploy_local(config)
     else:
         deploy_cloud(config)
 

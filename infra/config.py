@@ -9,8 +9,11 @@ from typing import Any
 
 import pulumi
 
+from infra.app_stack.alerting import Alerting, parse_alerting
+from infra.app_stack.model import StackSettingsError
 from infra.topology import CREDENTIALS, Topology, load_topology
 
+ALERTING_KEY = "alerting"
 TOPOLOGY_KEY = "topology"
 SSH_PRIVATE_KEY = "sshPrivateKey"
 # Stack config keys of the AWS credential settings -> the aws.Provider argument each one feeds.
@@ -34,6 +37,9 @@ class StackConfig:
     ssh_private_key: pulumi.Output[str] | None
     # aws.Provider keyword -> value, for the explicit regional providers (secrets stay Outputs).
     aws_provider_settings: Mapping[str, pulumi.Input[Any]] = field(default_factory=dict)
+    # spaced:alerting, and its receivers' credentials: SPACED_SECRET_<KEY> -> secret Output.
+    alerting: Alerting = field(default_factory=Alerting)
+    alert_secrets: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
 
 
 def credentials_available(environ: Mapping[str, str] | None = None) -> dict[str, bool]:
@@ -79,8 +85,22 @@ def load(environ: Mapping[str, str] | None = None) -> StackConfig:
         )
     topology = load_topology(raw, credentials=credentials_available(environ))
     ssh_private_key = config.get_secret(SSH_PRIVATE_KEY)
+    try:
+        alerting = parse_alerting(config.get_object(ALERTING_KEY), f"spaced:{ALERTING_KEY}")
+    except StackSettingsError as error:
+        stack = pulumi.get_stack()
+        raise pulumi.RunError(f"{error}\nFix stacks/Pulumi.{stack}.yaml and run again.") from None
+    # Each receiver credential is a config secret named after its Docker secret, e.g.
+    # spaced:alertmanager-ops-slack-slack-url; a missing one stops the run naming the key.
+    alert_secrets = {
+        f"SPACED_SECRET_{key.upper()}": config.require_secret(key.replace("_", "-"))
+        for receiver in alerting.receivers
+        for key in receiver.secret_keys()
+    }
     return StackConfig(
         topology=topology,
         ssh_private_key=ssh_private_key,
         aws_provider_settings=provider_settings(AWS_PROVIDER_SETTINGS),
+        alerting=alerting,
+        alert_secrets=alert_secrets,
     )

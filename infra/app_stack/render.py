@@ -19,6 +19,7 @@ import yaml
 from infra.app_stack.model import ConfigFile, SecretSpec, StackSettings
 from infra.app_stack.services import service_bundles
 from infra.app_stack.services.common import DOCKER_API_NETWORK, MONITORING_NETWORK, PUBLIC_NETWORK
+from infra.plans.mesh import OVERLAY_MTU, OVERLAY_MTU_OPTION
 
 COMPOSE_FILE = "docker-stack.yml"
 
@@ -77,22 +78,21 @@ def render_stack(settings: StackSettings, secret_names: Mapping[str, str] | None
     config_files = tuple(c for b in bundles for c in b.configs)
     secrets = tuple(s for b in bundles for s in b.secrets)
     names = dict(secret_names or {})
+    overlay = {
+        "driver": "overlay",
+        "driver_opts": {OVERLAY_MTU_OPTION: str(OVERLAY_MTU)},
+        "labels": labels,
+    }
     compose: dict[str, Any] = {
         "version": COMPOSE_VERSION,
         "services": {b.service.name: b.service.to_compose() for b in bundles},
+        # Every overlay carries an MTU that fits inside the WireGuard tunnel on the smallest provider
+        # path (infra.plans.mesh: GCP's 1460 - WireGuard - VXLAN); Docker's default (1450) does not.
         "networks": {
             # Attachable: one-off containers (debugging, tests) can join the overlay.
-            **{
-                net: {"driver": "overlay", "attachable": True, "labels": labels}
-                for net in (PUBLIC_NETWORK, MONITORING_NETWORK)
-            },
+            **{net: {**overlay, "attachable": True} for net in (PUBLIC_NETWORK, MONITORING_NETWORK)},
             # Only Traefik and the Docker API proxy: internal, and no container may attach to it.
-            DOCKER_API_NETWORK: {
-                "driver": "overlay",
-                "internal": True,
-                "attachable": False,
-                "labels": labels,
-            },
+            DOCKER_API_NETWORK: {**overlay, "internal": True, "attachable": False},
         },
         "volumes": {v: {"labels": labels} for b in bundles for v in b.volumes},
         "configs": {

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import shlex
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pulumi
 from pulumi_command import local
@@ -32,6 +33,8 @@ class AppStackArgs:
     # A cloud deploy: the deploy key, the manager's pinned host key and the application secrets from
     # the Pulumi state (infra/cloud_deploy.py wraps the command with them).
     cloud: CloudDeployArgs | None = None
+    # Provided Docker secrets (alert receivers' credentials): SPACED_SECRET_<KEY> -> secret value.
+    secret_environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
 def deploy_command(*, remove: bool = False) -> str:
@@ -58,6 +61,7 @@ class AppStack(pulumi.ComponentResource):
         wrap = wrap_command if args.cloud is not None else (lambda command: command)
         if args.cloud is not None:
             environment |= command_environment(args.cloud)
+        environment |= {name: pulumi.Output.secret(value) for name, value in args.secret_environment.items()}
         # The digest goes into the environment rather than `triggers`: a trigger change *replaces*
         # the command, which would run `delete` (docker stack rm) first and take the site down.
         # An input change runs `update` instead: a rolling `docker stack deploy`.

@@ -14,12 +14,14 @@ so every connection can pin it.
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import yaml
 
+from infra.app_stack.model import LogRotation
 from infra.plans.mesh import INTERFACE
 from infra.plans.remote import wait_for_cloud_init
 
@@ -43,6 +45,20 @@ DOCKER_AFTER_WIREGUARD = (
     "[Unit]\n"
     f"Wants=wg-quick@{INTERFACE}.service\n"
     f"After=wg-quick@{INTERFACE}.service\n"
+)
+DOCKER_DAEMON_PATH = "/etc/docker/daemon.json"
+# The engine's default log driver with the stack services' own cap: a container started outside the
+# stack (a one-off `docker run`) cannot fill the disk either. New servers get it before Docker first
+# starts; on an adopted host it applies from Docker's next restart.
+DOCKER_DAEMON = (
+    json.dumps(
+        {
+            "log-driver": "json-file",
+            "log-opts": {"max-size": LogRotation().max_size, "max-file": str(LogRotation().max_file)},
+        },
+        indent=2,
+    )
+    + "\n"
 )
 UPGRADE_TIMER_PATH = "/etc/systemd/system/apt-daily-upgrade.timer.d/10-spaced-stagger.conf"
 # Upgrades run between 01:00 and 05:00 UTC, nodes spread evenly over the window.
@@ -110,6 +126,7 @@ def system_files(upgrade_time: str) -> list[SystemFile]:
         SystemFile(AUTO_UPGRADES_PATH, "0644", AUTO_UPGRADES),
         SystemFile(UNATTENDED_UPGRADES_PATH, "0644", UNATTENDED_UPGRADES),
         SystemFile(DOCKER_AFTER_WIREGUARD_PATH, "0644", DOCKER_AFTER_WIREGUARD),
+        SystemFile(DOCKER_DAEMON_PATH, "0644", DOCKER_DAEMON),
         SystemFile(UPGRADE_TIMER_PATH, "0644", upgrade_timer(upgrade_time)),
     ]
 

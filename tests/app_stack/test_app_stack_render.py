@@ -14,6 +14,7 @@ from infra.app_stack.model import ConfigFile, StackSettings, StackSettingsError
 from infra.app_stack.render import render_stack, write_stack
 from infra.app_stack.services.nginx import OTHER_SERVICES_PATHS, render_nginx_conf
 from infra.app_stack.services.traefik import static_config
+from infra.plans.mesh import OVERLAY_MTU, OVERLAY_MTU_OPTION, TUNNEL_MTU, VXLAN_OVERHEAD
 
 EVERY_SERVICE = {
     "traefik",
@@ -213,3 +214,13 @@ def test_bad_port_variable_is_named() -> None:
 def test_image_override_variable(local_settings: StackSettings) -> None:
     settings = settings_for_environment("local", env={"SPACED_IMAGE_ITEM_SOCKET": "example/item:1"})
     assert render_stack(settings).compose["services"]["item_socket"]["image"] == "example/item:1"
+
+
+@pytest.mark.parametrize("env_fixture", ["local_settings", "prod_settings"])
+def test_every_overlay_carries_the_mesh_mtu(env_fixture: str, request) -> None:
+    """Overlays ride inside the WireGuard tunnel: their MTU leaves room for VXLAN inside it."""
+    networks = yaml.safe_load(render_stack(request.getfixturevalue(env_fixture)).compose_yaml())["networks"]
+    assert networks
+    for name, network in networks.items():
+        assert network["driver_opts"] == {OVERLAY_MTU_OPTION: str(OVERLAY_MTU)}, name
+    assert OVERLAY_MTU + VXLAN_OVERHEAD <= TUNNEL_MTU

@@ -16,6 +16,7 @@ import pytest
 
 from infra.app_stack.deploy import deploy
 from infra.app_stack.environments import settings_for_environment
+from infra.plans.mesh import OVERLAY_MTU, OVERLAY_MTU_OPTION
 from tests.support import docker, http_get, wait_until
 
 from .conftest import STACK, LocalStack
@@ -214,3 +215,9 @@ def test_no_service_runs_as_root(local_stack: LocalStack) -> None:
     assert uids
     print(f"\nmain process uids: {uids}")
     assert not [name for name, uid in uids.items() if uid == 0], uids
+
+
+def test_the_deployed_overlays_carry_the_mesh_mtu(local_stack: LocalStack) -> None:
+    for network in ("public", "monitoring", "docker_api"):
+        options = docker("network", "inspect", f"{STACK}_{network}", "--format", "{{json .Options}}").stdout
+        assert json.loads(options).get(OVERLAY_MTU_OPTION) == str(OVERLAY_MTU), (network, options)

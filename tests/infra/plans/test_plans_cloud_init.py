@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import itertools
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from infra.app_stack.model import LogRotation
 from infra.plans.cloud_init import (
     DOCKER_AFTER_WIREGUARD,
     DOCKER_AFTER_WIREGUARD_PATH,
@@ -171,3 +173,14 @@ def test_upgrades_are_staggered_per_node_and_never_reboot() -> None:
         assert result.returncode == 0, result.stderr
     assert 'Unattended-Upgrade::Automatic-Reboot "false";' in UNATTENDED_UPGRADES
     assert UNATTENDED_UPGRADES_PATH in {f.path for f in system_files("01:00")}
+
+
+def test_the_engine_default_caps_container_logs_like_the_stack_services() -> None:
+    """New servers (user data) and adopted hosts (bootstrap) get a daemon.json whose json-file cap is
+    the one every stack service sets, so no container on a node logs without bound."""
+    user_data = yaml.safe_load(cloud_config("hetzner-1", "deploy", KEY))
+    files = {f["path"]: f["content"] for f in user_data["write_files"]}
+    daemon = json.loads(files["/etc/docker/daemon.json"])
+    stack_cap = LogRotation().to_compose()
+    assert daemon == {"log-driver": stack_cap["driver"], "log-opts": stack_cap["options"]}
+    assert "/etc/docker/daemon.json" in bootstrap_script("deploy")

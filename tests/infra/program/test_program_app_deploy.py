@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 
+import pulumi
 import pytest
 
 from infra import cloud_deploy
+from infra.app_stack.model import StackSettings
 from tests.infra.fixtures.pulumi_mocks import CloudMocks, is_secret, unwrap
 from tests.infra.fixtures.topologies import stack_topology
 from tests.infra.program.test_program_stacks import PRIVATE_KEY, run_stack
@@ -55,3 +57,36 @@ def test_application_secrets_come_from_the_pulumi_state(stack) -> None:  # type:
     assert set(values) == {cloud_deploy.JWT_KEY, cloud_deploy.DASHBOARD_PASSWORD_KEY}
     assert environment[cloud_deploy.ENVIRONMENT_VAR] == env
     assert "dashboard_password" in outputs
+
+
+ALERTING = {
+    "receivers": [
+        {"name": "ops-slack", "slack": {"channel": "#ops"}},
+        {"name": "ops-hook", "webhook": {"url": "https://hooks.example.org/a"}},
+    ]
+}
+SLACK_URL = "https://hooks.slack.example/services/T0/B0/secret"
+
+
+def test_alert_receivers_reach_the_deploy_with_their_credentials_as_secrets() -> None:
+    mocks, _ = run_stack(
+        "dev",
+        extra={
+            "spaced:alerting": json.dumps(ALERTING),
+            "spaced:alertmanager-ops-slack-slack-url": SLACK_URL,
+        },
+        secrets=("spaced:alertmanager-ops-slack-slack-url",),
+    )
+    deploy = deploy_command(mocks)
+    settings = StackSettings.from_json(deploy.inputs["stdin"])
+    assert [r.name for r in settings.alerting.receivers] == ["ops-slack", "ops-hook"]
+    raw = deploy.inputs["environment"]
+    name = "SPACED_SECRET_ALERTMANAGER_OPS_SLACK_SLACK_URL"
+    assert is_secret(raw) or is_secret(raw[name])
+    assert unwrap(unwrap(raw)[name]) == SLACK_URL
+    assert SLACK_URL not in deploy.inputs["stdin"], "credentials never travel in the settings"
+
+
+def test_a_receiver_without_its_credential_stops_the_program_naming_the_key() -> None:
+    with pytest.raises(pulumi.config.ConfigMissingError, match="spaced:alertmanager-ops-slack-slack-url"):
+        run_stack("dev", extra={"spaced:alerting": json.dumps(ALERTING)})
