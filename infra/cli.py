@@ -7,6 +7,7 @@
     spaced token [ENV] [--doc GLOB] [--read-only] [--ttl SECONDS]
     spaced deploy [ENV] [--settings FILE|-] [--docker-host ssh://…] [--remove]
     spaced images [--only item_socket,…] [--json]
+    spaced alerts [ENV] [--docker-host ssh://…] [--json]
     spaced dns plan ENV [--outputs FILE] [--json]
     spaced dns check ENV [--resolver IP[:PORT]] [--outputs FILE] [--json]
     spaced ci affected-stacks [--base REV] [--head REV] [--files PATH...] [--all]
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.app_stack import commands
+from infra.app_stack.alerting import alert_rows
 from infra.app_stack.deploy import DEFAULT_TIMEOUT, deploy, ensure_swarm_manager, remove
 from infra.app_stack.environments import settings_for_environment
 from infra.app_stack.local import mint_token, prepare_local, read_jwt_secret
@@ -163,6 +165,37 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts(args: argparse.Namespace) -> int:
+    """What is firing (Alertmanager) or pending (Prometheus) now, as a table or JSON."""
+    settings = _settings(args)
+    runner = DockerRunner(docker_host=args.docker_host)
+    ensure_swarm_manager(runner)
+    stack = settings.stack_name
+    image = runner.run(commands.service_image_command(f"{stack}_alertmanager")).stdout.strip()
+    network = f"{stack}_monitoring"
+
+    def get(service: str, port: int, path: str) -> Any:
+        url = f"http://tasks.{stack}_{service}:{port}{path}"
+        body = runner.run(commands.http_get_on_network_command(network, image, url), timeout=60).stdout
+        return json.loads(body)
+
+    rows = alert_rows(get("alertmanager", 9093, "/api/v2/alerts"), get("prometheus", 9090, "/api/v1/alerts"))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"environment {settings.environment}, stack {stack}: {len(rows)} alert(s)")
+    if not settings.alerting.receivers:
+        print("(no receivers in spaced:alerting: these reach nobody)")
+    if rows:
+        print(f"{'STATE':<11} {'ALERT':<22} {'SEVERITY':<9} {'SINCE':<20} {'WHERE':<22} SUMMARY")
+    for row in rows:
+        print(
+            f"{row['state']:<11} {row['alertname']:<22} {row['severity']:<9} {row['since']:<20} "
+            f"{row['where']:<22} {row['summary']}"
+        )
+    return 0
+
+
 def cmd_images(args: argparse.Namespace) -> int:
     """Build the stack's images (or find them by their content tags) on the engine."""
     services = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -258,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     deploy_parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait")
     deploy_parser.add_argument("--remove", action="store_true", help="remove the stack instead")
     deploy_parser.set_defaults(func=cmd_deploy)
+
+    alerts = sub.add_parser("alerts", help="alerts firing (Alertmanager) or pending (Prometheus) now")
+    alerts.add_argument("env", nargs="?", default=LOCAL_ENVIRONMENT)
+    alerts.add_argument("--docker-host", default=None, help="ssh://deploy@<manager> (default: DOCKER_HOST)")
+    alerts.add_argument("--json", action="store_true", help="print the rows as JSON")
+    alerts.set_defaults(func=cmd_alerts)
 
     images = sub.add_parser("images", help="build the stack's images locally (no registry)")
     images.add_argument(

@@ -122,3 +122,43 @@ def parse_alerting(raw: Mapping[str, Any] | None, where: str) -> Alerting:
             f"{where}.{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in error.errors()
         )
         raise StackSettingsError(re.sub(r"\s+", " ", problems)) from None
+
+
+def alert_rows(
+    alertmanager_alerts: list[dict[str, Any]], prometheus_alerts: dict[str, Any]
+) -> list[dict[str, str]]:
+    """One row per alert for `spaced alerts`: what Alertmanager holds (firing; `suppressed` when
+    silenced or inhibited) plus what Prometheus still has pending (not sent to Alertmanager yet).
+
+    `alertmanager_alerts`: the JSON of Alertmanager's GET /api/v2/alerts; `prometheus_alerts`: of
+    Prometheus' GET /api/v1/alerts. Rows: state, alertname, severity, since (RFC 3339), where, summary.
+    """
+    rows = []
+    for alert in alertmanager_alerts:
+        labels, status = alert.get("labels", {}), alert.get("status", {})
+        state = "suppressed" if status.get("state") == "suppressed" else "firing"
+        rows.append(_row(state, labels, alert.get("annotations", {}), alert.get("startsAt", "")))
+    for alert in prometheus_alerts.get("data", {}).get("alerts", []):
+        if alert.get("state") == "pending":
+            rows.append(
+                _row(
+                    "pending",
+                    alert.get("labels", {}),
+                    alert.get("annotations", {}),
+                    alert.get("activeAt", ""),
+                )
+            )
+    order = {"firing": 0, "pending": 1, "suppressed": 2}
+    return sorted(rows, key=lambda r: (order[r["state"]], r["alertname"], r["where"]))
+
+
+def _row(state: str, labels: Mapping[str, str], annotations: Mapping[str, str], since: str) -> dict[str, str]:
+    where = labels.get("instance") or labels.get("job") or labels.get("mountpoint") or "-"
+    return {
+        "state": state,
+        "alertname": labels.get("alertname", "?"),
+        "severity": labels.get("severity", "-"),
+        "since": since[:19].replace("T", " "),
+        "where": where,
+        "summary": annotations.get("summary", ""),
+    }

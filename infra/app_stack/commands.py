@@ -158,3 +158,17 @@ def port_holder_command(port: int) -> list[str]:
         "--format",
         '{{.Names}} {{.Label "com.docker.stack.namespace"}}',
     ]
+
+
+def service_image_command(service: str) -> list[str]:
+    """The image reference a service's tasks run."""
+    return ["docker", "service", "inspect", "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}", service]
+
+
+def http_get_on_network_command(network: str, image: str, url: str) -> list[str]:
+    """GET `url` from a throw-away container on an attachable overlay (the monitoring services are
+    never published): busybox wget of the project's base, in `image`."""
+    return [
+        "docker", "run", "--rm", "--network", network, "--entrypoint", "busybox", image,
+        "wget", "-q", "-T", "10", "-O", "-", url,
+    ]  # fmt: skip

@@ -310,6 +310,11 @@ def deploy(
     existing = [s.name for s in parse_service_list(runner.run(commands.service_list_command(stack)).stdout)]
     baseline = take_baseline(runner, [s for s in expected if s in existing])
 
+    if not settings.alerting.receivers:
+        progress(
+            "note: spaced:alerting names no receiver, so alerts go nowhere (README: Alerting); "
+            "`spaced alerts` shows them"
+        )
     progress(f"deploying stack {stack} to {runner.describe()}")
     runner.run(commands.stack_deploy_command(stack, compose_file, detach_flag=runner.supports_stack_detach()))
     states = wait_for_convergence(runner, stack, expected, baseline, timeout=timeout, progress=progress)

@@ -70,5 +70,6 @@ def create_records(
             opts=record_opts,
         )
         for logical_name, record, record_opts in zone_rules.per_record_args(
-            "cloudflare", zone, records, opts, import_ids)
+            "cloudflare", zone, records, opts, import_ids
+        )
     ]

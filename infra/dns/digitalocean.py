@@ -60,5 +60,6 @@ def create_records(
             opts=record_opts,
         )
         for logical_name, record, record_opts in zone_rules.per_record_args(
-            "digitalocean", zone, records, opts, import_ids)
+            "digitalocean", zone, records, opts, import_ids
+        )
     ]

@@ -91,6 +91,7 @@ def create_records(
             opts=record_opts,
         )
         for logical_name, record, record_opts in zone_rules.per_record_args(
-            "ionos-cloud", zone, records, opts, import_ids)
+            "ionos-cloud", zone, records, opts, import_ids
+        )
     ]
     return [dns_zone, *records_created]

@@ -597,5 +597,6 @@ def create_records(
             opts=record_opts,
         )
         for logical_name, record, record_opts in zone_rules.per_record_args(
-            "ionos-hosting", zone, records, opts)
+            "ionos-hosting", zone, records, opts
+        )
     ]

@@ -184,6 +184,25 @@ CASES: list[dict[str, Any]] = [
         ],
     ),
     case(
+        "ItemSocketMissing: the only task vanishes from discovery and its last `up 1` is never marked stale",
+        "15s",
+        [
+            series("process_start_time_seconds", PROMETHEUS, "0x60"),
+            # Answers for 2 minutes, then no more samples at all (no stale marker).
+            series("up", ITEM_SOCKET, "1x8"),
+        ],
+        promql_expr_test=never_pending("ItemSocketMissing", 1, 2, 2.75),
+        alert_rule_test=[
+            not_firing("ItemSocketMissing", 4.5),
+            firing(
+                "ItemSocketMissing",
+                5.5,
+                {"severity": "critical"},
+                "No item_socket task answers /metrics (none discovered, or all down)",
+            ),
+        ],
+    ),
+    case(
         "ItemSocket*: a task answers for 5 minutes, then hangs",
         "15s",
         [

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.app_stack.alerting import parse_alerting
+from infra.app_stack.alerting import alert_rows, parse_alerting
 from infra.app_stack.model import StackSettings, StackSettingsError
 from infra.app_stack.render import render_stack, stack_secret_specs, write_stack
 from infra.app_stack.services.alertmanager import alertmanager_config
@@ -121,3 +121,35 @@ def test_prometheus_sends_to_the_discovered_alertmanager(
     config = yaml.safe_load((tmp_path / "prometheus/prometheus.yml").read_text())
     (target,) = config["alerting"]["alertmanagers"]
     assert target["dns_sd_configs"][0]["names"] == ["tasks.spaced_alertmanager"]
+
+
+def test_alert_rows_list_firing_suppressed_and_pending() -> None:
+    am = [
+        {
+            "labels": {"alertname": "ItemSocketMissing", "severity": "critical"},
+            "annotations": {"summary": "No item_socket task answers"},
+            "startsAt": "2026-12-06T07:00:00.123Z",
+            "status": {"state": "active"},
+        },
+        {
+            "labels": {"alertname": "HostCpuHigh", "severity": "warning", "instance": "10.0.2.3:9100"},
+            "annotations": {},
+            "startsAt": "2026-12-06T06:00:00Z",
+            "status": {"state": "suppressed"},
+        },
+    ]
+    prometheus = {
+        "data": {
+            "alerts": [
+                {"labels": {"alertname": "TargetDown", "job": "node"}, "state": "pending", "activeAt": "x"},
+                {"labels": {"alertname": "ItemSocketMissing"}, "state": "firing", "activeAt": "y"},
+            ]
+        }
+    }
+    rows = alert_rows(am, prometheus)
+    assert [(r["state"], r["alertname"]) for r in rows] == [
+        ("firing", "ItemSocketMissing"),
+        ("pending", "TargetDown"),
+        ("suppressed", "HostCpuHigh"),
+    ]
+    assert rows[0]["since"] == "2026-12-06 07:00:00" and rows[1]["where"] == "node"

@@ -122,6 +122,17 @@ def _full_window(selector: str, minutes: int, by: str) -> str:
     )
 
 
+def answered_lately(job: str) -> str:
+    """PromQL: `up` of the job's targets whose last scrape succeeded within the last minute.
+
+    Not `up == 1` alone: a target that vanished from discovery keeps its last sample until it is
+    marked stale, which does not always happen (seen here after a Prometheus restart: a removed
+    item_socket task still read `up 1` minutes later), and an absence must not hide behind it.
+    """
+    # timestamp() reads the sample time of a plain selector only: compare the age, then keep up == 1.
+    return f'(time() - timestamp(up{{job="{job}"}}) < 60) and up{{job="{job}"}} == 1'
+
+
 def alert_rules(settings: StackSettings) -> dict[str, Any]:
     """Alert rules: they fire before a host or container hits its limits, and when item_socket fails.
 
@@ -184,7 +195,7 @@ def alert_rules(settings: StackSettings) -> dict[str, Any]:
             # None discovered, or none answering (a crash loop starts new tasks under new addresses,
             # which ItemSocketDown never sees for long). Only once this Prometheus has run for 2
             # minutes: right after it starts, discovery (DNS every 15 s) and the first scrape are due.
-            f'absent(up{{job="item_socket"}} == 1) and on () {started_long_enough}',
+            f"absent({answered_lately('item_socket')}) and on () {started_long_enough}",
             "2m",
             "critical",
             "No item_socket task answers /metrics (none discovered, or all down)",
@@ -220,7 +231,7 @@ def alert_rules(settings: StackSettings) -> dict[str, Any]:
         *(
             _alert(
                 "ScrapeJobMissing",
-                f'absent(up{{job="{job}"}} == 1) and on () {started_long_enough}',
+                f"absent({answered_lately(job)}) and on () {started_long_enough}",
                 "3m",
                 "critical",
                 f"No {job} target answers its scrape (none discovered, or all down)",
