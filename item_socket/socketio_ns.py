@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import engineio
@@ -22,13 +24,10 @@ from engineio.payload import Payload
 from socketio import packet as sio_packet
 from socketio.exceptions import ConnectionRefusedError as SocketIORefusal
 
-from .auth import Access, Authorizer, Unauthorized
-from .connections import Connections
-from .limits import TokenBucket
+from .connection import Refusal, Services, Session, transport_failed
 from .logs import log_event
 from .metrics import Metrics
-from .names import document_name_error
-from .rooms import Broadcast, InvalidUpdate, Peer, Room, RoomLoadError, RoomRegistry, RoomUnavailable
+from .rooms import Broadcast, InvalidUpdate, Peer, Room
 from .settings import Settings
 from .yprotocol import server_ws_frame
 
@@ -46,129 +45,162 @@ class WebSockets:
         self.closing_tasks: set[asyncio.Future[Any]] = set()
 
 
-def install_websocket_driver(sio: socketio.AsyncServer, websockets: WebSockets, metrics: Metrics) -> None:
-    """Make Engine.IO's aiohttp driver refuse compression, expose its sockets, read whole bodies.
+@dataclass(frozen=True)
+class _DriverContext:
+    """What the WebSocket driver needs besides python-engineio's handler and server."""
 
-    python-socketio's driver opens ``WebSocketResponse(max_msg_size=...)`` with aiohttp's default
-    ``compress=True`` (permessage-deflate: CPU per frame and per-connection compressor state that
-    rules out sharing pre-encoded frames), and keeps the response to itself. The replacement is set
-    on this server instance only, never on the library's module-level table.
+    sio: socketio.AsyncServer
+    websockets: WebSockets
+    metrics: Metrics
+
+
+class WebSocketDriver(EngineIOWebSocket):
+    """python-engineio's aiohttp WebSocket driver, replaced on our server only.
+
+    The library's driver opens ``WebSocketResponse(max_msg_size=...)`` with aiohttp's default
+    ``compress=True`` (permessage-deflate: CPU per frame, and per-connection compressor state that
+    rules out sharing pre-encoded frames), keeps the response to itself, closes it after a failed
+    send (dropping frames the client sent just before closing), and goes through a task per
+    received frame. This one is uncompressed, registered in ``WebSockets`` for the broadcast fast
+    path, never closes under a reader, and reads binary Yjs events itself (see ``wait``).
     """
 
-    class UncompressedWebSocket(EngineIOWebSocket):
-        async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
-            request: web.Request = environ["aiohttp.request"]
-            self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
-            await self._sock.prepare(request)
-            self.environ = environ
-            eio_socket = self.handler.__self__
-            eio_sid: str = eio_socket.sid
-            self._eio_socket = eio_socket
-            self._held: bytes | str | None = None
-            entry = (self._sock, request.transport)
-            websockets.by_eio_sid[eio_sid] = entry
-            try:
-                await self.handler(self)
-            finally:
-                if websockets.by_eio_sid.get(eio_sid) is entry:
-                    del websockets.by_eio_sid[eio_sid]
-                if not eio_socket.closed and not eio_socket.closing:
-                    # The handler was cancelled (aiohttp's handler_cancellation, used by its test
-                    # server) before python-engineio closed the session: without this, no
-                    # disconnect event ever fires and the client's room is never released.
-                    task = asyncio.ensure_future(eio_socket.close(
-                        wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE))
-                    websockets.closing_tasks.add(task)
-                    task.add_done_callback(websockets.closing_tasks.discard)
-            return self._sock
+    def __init__(self, context: _DriverContext, handler: Any, server: engineio.AsyncServer) -> None:
+        super().__init__(handler, server)
+        self._context = context
+        self._held: bytes | str | None = None
 
-        async def close(self) -> None:
-            # python-engineio's writer calls this when it stops, also after a failed send because
-            # the client already closed its end. Closing the response then would make the reader
-            # drop the frames the client sent before closing (updates lost at disconnect); with
-            # the transport already going, the reader reaches those frames and then the EOF.
-            transport = self.environ["aiohttp.request"].transport
-            if transport is None or transport.is_closing():
-                return
-            await self._sock.close()
+    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+        request: web.Request = environ["aiohttp.request"]
+        self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
+        await self._sock.prepare(request)
+        self.environ = environ
+        eio_socket = self.handler.__self__
+        eio_sid: str = eio_socket.sid
+        self._eio_socket = eio_socket
+        websockets = self._context.websockets
+        entry = (self._sock, request.transport)
+        websockets.by_eio_sid[eio_sid] = entry
+        try:
+            await self.handler(self)
+        finally:
+            if websockets.by_eio_sid.get(eio_sid) is entry:
+                del websockets.by_eio_sid[eio_sid]
+            if not eio_socket.closed and not eio_socket.closing:
+                # The handler was cancelled (aiohttp's handler_cancellation, used by its test
+                # server) before python-engineio closed the session: without this, no
+                # disconnect event ever fires and the client's room is never released.
+                task = asyncio.ensure_future(
+                    eio_socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+                )
+                websockets.closing_tasks.add(task)
+                task.add_done_callback(websockets.closing_tasks.discard)
+        return self._sock
 
-        async def wait(self) -> bytes | str:
-            # Why a receive fast path: python-engineio's WebSocket loop creates an asyncio task (and
-            # a wait_for timer) per incoming frame, then python-socketio decodes the header and
-            # reassembles the binary event through several layers of coroutines. With two frames
-            # per update that was about as much CPU as the rest of the server put together. Here
-            # the two frames of a client's binary ``sync-update``/``awareness-update`` (the text
-            # header, then its attachment) are read and handed to YjsNamespace.trigger_event
-            # (same checks, rate limit and metrics) without returning to python-engineio, in
-            # order, from the same reader. Everything else (pings, connects, acks, other events,
-            # polling) returns to python-engineio/python-socketio as before.
-            if self._held is not None:
-                data, self._held = self._held, None
+    async def close(self) -> None:
+        # python-engineio's writer calls this when it stops, also after a failed send because
+        # the client already closed its end. Closing the response then would make the reader
+        # drop the frames the client sent before closing (updates lost at disconnect); with
+        # the transport already going, the reader reaches those frames and then the EOF.
+        transport = self.environ["aiohttp.request"].transport
+        if transport is None or transport.is_closing():
+            return
+        await self._sock.close()
+
+    async def wait(self) -> bytes | str:
+        # Why a receive fast path: python-engineio's WebSocket loop creates an asyncio task (and
+        # a wait_for timer) per incoming frame, then python-socketio decodes the header and
+        # reassembles the binary event through several layers of coroutines. With two frames
+        # per update that was about as much CPU as the rest of the server put together. Here
+        # the two frames of a client's binary ``sync-update``/``awareness-update`` (the text
+        # header, then its attachment) are read and handed to YjsNamespace.trigger_event
+        # (same checks, rate limit and metrics) without returning to python-engineio, in
+        # order, from the same reader. Everything else (pings, connects, acks, other events,
+        # polling) returns to python-engineio/python-socketio as before.
+        if self._held is not None:
+            data, self._held = self._held, None
+            return data
+        started = time.monotonic()
+        while True:
+            data = await self._receive()
+            # Return to python-engineio at least every ping interval: its read loop times out
+            # (and drops the connection) after ping_interval + ping_timeout without a frame.
+            if (
+                type(data) is not str
+                or not data.startswith(_BINARY_EVENT_HEADER)
+                or time.monotonic() - started > self.server.ping_interval
+            ):
                 return data
-            started = time.monotonic()
-            while True:
-                data = await self._receive()
-                # Return to python-engineio at least every ping interval: its read loop times out
-                # (and drops the connection) after ping_interval + ping_timeout without a frame.
-                if type(data) is not str or not data.startswith(_BINARY_EVENT_HEADER) \
-                        or time.monotonic() - started > self.server.ping_interval:
-                    return data
-                target = self._fast_event_target(data)
-                if target is None:
-                    return data
-                attachment = await self._receive()
-                if type(attachment) is not bytes:
-                    self._held = attachment  # not the attachment: python-socketio reports it
-                    return data
-                event, namespace, sid, handler = target
-                try:
-                    await handler.trigger_event(event, namespace, sid, attachment)
-                except Exception:
-                    # As python-engineio does for a failing handler: log, keep the connection.
-                    self.server.logger.exception("Unknown receive error")
+            target = self._fast_event_target(data)
+            if target is None:
+                return data
+            attachment = await self._receive()
+            if type(attachment) is not bytes:
+                self._held = attachment  # not the attachment: python-socketio reports it
+                return data
+            event, namespace, sid, handler = target
+            try:
+                await handler.trigger_event(event, namespace, sid, attachment)
+            except Exception:
+                # As python-engineio does for a failing handler: log, keep the connection.
+                self.server.logger.exception("Unknown receive error")
 
-        def _fast_event_target(self, header: str) -> tuple[str, str, str, YjsNamespace] | None:
-            """(event, namespace, sid, handler) if ``header`` starts a binary event we handle here."""
-            comma = header.find(",", len(_BINARY_EVENT_HEADER))
-            event = _FAST_EVENT_ARGUMENTS.get(header[comma + 1:]) if comma > 0 else None
-            if event is None:
-                return None
-            namespace = header[len(_BINARY_EVENT_HEADER):comma]
-            eio_socket = self._eio_socket
-            handler = sio.namespace_handlers.get("*")
-            # A binary packet still waiting for attachments in python-socketio owns the next frames.
-            if not namespace.startswith(NAMESPACE_PREFIX) or not isinstance(handler, YjsNamespace) \
-                    or not eio_socket.upgraded or eio_socket.upgrading \
-                    or eio_socket.sid in sio._binary_packet:
-                return None
-            sid = sio.manager.sid_from_eio_sid(eio_socket.sid, namespace)
-            if sid is None or not sio.manager.is_connected(sid, namespace):
-                return None
-            peer = handler.peers.get((namespace, sid))
-            # A rebuilding room makes the handler wait; that wait belongs to python-engineio's
-            # loop (no read timeout there), not to this read.
-            if peer is None or peer.room.rebuilding is not None:
-                return None
-            return event, namespace, sid, handler
+    def _fast_event_target(self, header: str) -> tuple[str, str, str, YjsNamespace] | None:
+        """(event, namespace, sid, handler) if ``header`` starts a binary event we handle here."""
+        comma = header.find(",", len(_BINARY_EVENT_HEADER))
+        event = _FAST_EVENT_ARGUMENTS.get(header[comma + 1 :]) if comma > 0 else None
+        if event is None:
+            return None
+        namespace = header[len(_BINARY_EVENT_HEADER) : comma]
+        eio_socket = self._eio_socket
+        sio = self._context.sio
+        handler = sio.namespace_handlers.get("*")
+        # A binary packet still waiting for attachments in python-socketio owns the next frames.
+        if (
+            not namespace.startswith(NAMESPACE_PREFIX)
+            or not isinstance(handler, YjsNamespace)
+            or not eio_socket.upgraded
+            or eio_socket.upgrading
+            or eio_socket.sid in sio._binary_packet
+        ):
+            return None
+        sid = sio.manager.sid_from_eio_sid(eio_socket.sid, namespace)
+        if sid is None or not sio.manager.is_connected(sid, namespace):
+            return None
+        peer = handler.peers.get((namespace, sid))
+        # A rebuilding room makes the handler wait; that wait belongs to python-engineio's
+        # loop (no read timeout there), not to this read.
+        if peer is None or peer.room.rebuilding is not None:
+            return None
+        return event, namespace, sid, handler
 
-        async def _receive(self) -> bytes | str:
-            msg = await self._sock.receive()
-            if msg.type == WSMsgType.ERROR:
-                kind = "message_too_big" if "too big" in str(msg.data).lower() else "transport"
-                metrics.errors.labels(kind).inc()
-                log_event(logger, logging.WARNING, "connection_error", "Socket.IO websocket failed: %s",
-                          msg.data, protocol=PROTOCOL, reason=str(msg.data))
-            if not isinstance(msg.data, bytes | str):
-                raise OSError(f"websocket closed ({msg.type.name})")
-            return msg.data
+    async def _receive(self) -> bytes | str:
+        msg = await self._sock.receive()
+        if msg.type == WSMsgType.ERROR:
+            transport_failed(self._context.metrics, PROTOCOL, msg.data)
+        if not isinstance(msg.data, bytes | str):
+            raise OSError(f"websocket closed ({msg.type.name})")
+        return msg.data
 
-    def translate_request(request: web.Request) -> dict[str, Any]:
-        environ: dict[str, Any] = translate_aiohttp_request(request)
-        environ["wsgi.input"] = _ExactBody(request.content)
-        return environ
 
-    sio.eio._async = {**sio.eio._async, "websocket": UncompressedWebSocket,
-                      "translate_request": translate_request}
+def _translate_request(request: web.Request) -> dict[str, Any]:
+    """python-engineio's aiohttp request translation, with a body that reads whole (``_ExactBody``)."""
+    environ: dict[str, Any] = translate_aiohttp_request(request)
+    environ["wsgi.input"] = _ExactBody(request.content)
+    return environ
+
+
+def install_websocket_driver(sio: socketio.AsyncServer, websockets: WebSockets, metrics: Metrics) -> None:
+    """Use ``WebSocketDriver`` and ``_translate_request`` on this server's Engine.IO instance only.
+
+    Set on the instance, never on python-engineio's module-level table shared by every server.
+    """
+    context = _DriverContext(sio, websockets, metrics)
+    sio.eio._async = {
+        **sio.eio._async,
+        "websocket": functools.partial(WebSocketDriver, context),
+        "translate_request": _translate_request,
+    }
 
 
 class _ExactBody:
@@ -191,6 +223,8 @@ class _ExactBody:
             return exc.partial
 
 
+# Packets queued for one polling (or upgrading) client before it is dropped as a slow consumer.
+_MAX_QUEUED_PACKETS = 10_000
 # An Engine.IO MESSAGE holding a Socket.IO BINARY_EVENT with one attachment, in a namespace.
 _BINARY_EVENT_HEADER = "451-"
 # The rest of the header after "<namespace>," as socket.io-client writes it (no ack id).
@@ -208,17 +242,25 @@ class SocketIOPeer(Peer):
 
     protocol = PROTOCOL
 
-    def __init__(self, sio: socketio.AsyncServer, websockets: WebSockets, *, sid: str, eio_sid: str,
-                 namespace: str, room: Room, can_write: bool, bucket: TokenBucket, buffer_limit: int) -> None:
-        super().__init__(can_write)
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        websockets: WebSockets,
+        session: Session,
+        *,
+        sid: str,
+        eio_sid: str,
+        namespace: str,
+        room: Room,
+    ) -> None:
+        super().__init__(session.can_write)
         self.sio = sio
+        self.session = session
         self.sid = sid
         self.eio_sid = eio_sid
         self.namespace = namespace
         self.room = room
-        self.bucket = bucket
         self._websockets = websockets
-        self._buffer_limit = buffer_limit
         self._closing = False
         self.tasks: set[asyncio.Task[Any]] = set()
 
@@ -237,8 +279,9 @@ class SocketIOPeer(Peer):
         key = ("socketio-header", event)
         cached = self.room.protocol_cache.get(key)
         if cached is None:
-            encoded = self.sio.packet_class(sio_packet.EVENT, namespace=self.namespace,
-                                            data=[event, b""]).encode()
+            encoded = self.sio.packet_class(
+                sio_packet.EVENT, namespace=self.namespace, data=[event, b""]
+            ).encode()
             header = eio_packet.Packet(eio_packet.MESSAGE, encoded[0])
             cached = self.room.protocol_cache[key] = (header, server_ws_frame(header.encode()))
         return cached
@@ -264,15 +307,13 @@ class SocketIOPeer(Peer):
             transport = entry[1]
             if transport is None or transport.is_closing():
                 return 0
-            if transport.get_write_buffer_size() > self._buffer_limit:
-                self.close_soon(f"slow consumer: more than {self._buffer_limit} bytes waiting to be sent")
+            if self.session.slow_consumer(transport.get_write_buffer_size(), self.session.buffer_limit):
                 return 0
             # Both frames in one buffer, built once per broadcast: one write (one send) per peer.
             frames: bytes = message.encoded("socketio-ws", self._websocket_frames)
             transport.write(frames)
             return len(frames)
-        if socket.queue.qsize() > 10_000:
-            self.close_soon("slow consumer: more than 10000 packets queued")
+        if self.session.slow_consumer(socket.queue.qsize(), _MAX_QUEUED_PACKETS, "packets"):
             return 0
         socket.queue.put_nowait(self._header(message.event)[0])
         # One packet object per transport kind: Packet.encode() caches its first encoding
@@ -281,13 +322,21 @@ class SocketIOPeer(Peer):
         socket.queue.put_nowait(message.encoded(key, _attachment_packet))
         return len(message.payload)
 
-    def close_soon(self, reason: str) -> None:
-        """Close the whole Engine.IO connection, so the client reconnects by itself."""
+    def close_soon(self, reason: str, code: int = WSCloseCode.GOING_AWAY) -> None:
+        """Close the whole Engine.IO connection, so the client reconnects by itself (``code`` unused)."""
         if self._closing:
             return
         self._closing = True
-        log_event(logger, logging.INFO, "connection_closed_by_server", "closing Socket.IO connection: %s",
-                  reason, protocol=PROTOCOL, document=self.room.name, reason=reason)
+        log_event(
+            logger,
+            logging.INFO,
+            "connection_closed_by_server",
+            "closing Socket.IO connection: %s",
+            reason,
+            protocol=PROTOCOL,
+            document=self.room.name,
+            reason=reason,
+        )
         task = asyncio.create_task(self._close())
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -308,14 +357,9 @@ class SocketIOPeer(Peer):
 class YjsNamespace(socketio.AsyncNamespace):
     """Catch-all namespace handler serving every ``/yjs|<document>`` namespace."""
 
-    def __init__(self, *, settings: Settings, registry: RoomRegistry, connections: Connections,
-                 authorizer: Authorizer, metrics: Metrics, websockets: WebSockets) -> None:
+    def __init__(self, services: Services, websockets: WebSockets) -> None:
         super().__init__("*")
-        self.settings = settings
-        self.registry = registry
-        self.connections = connections
-        self.authorizer = authorizer
-        self.metrics = metrics
+        self.services = services
         self.websockets = websockets
         self.peers: dict[tuple[str, str], SocketIOPeer] = {}
 
@@ -330,22 +374,16 @@ class YjsNamespace(socketio.AsyncNamespace):
         peer = self.peers.get((namespace, sid))
         if peer is None:
             return None
+        session = peer.session
         received_at = time.perf_counter()
-        size = sum(len(d) for d in data if isinstance(d, bytes | str))
-        self.metrics.count_in(PROTOCOL, size)
-        if not peer.bucket.allow():
-            self.metrics.errors.labels("rate_limited").inc()
-            peer.close_soon(f"rate limit exceeded ({self.settings.rate_limit:g} messages/s)")
+        if not session.accept_message(sum(len(d) for d in data if isinstance(d, bytes | str))):
             return None
-        if peer.room.rebuilding is not None:
-            try:
-                await peer.room.wait_usable()
-            except RoomUnavailable:
-                return None  # the room closes this connection with its reason
+        if not await session.usable():
+            return None  # the room closes this connection with its reason
         try:
             if event == "sync-step-1":
                 diff = peer.room.diff_since(_one_binary(event, data))
-                self.metrics.count_out(PROTOCOL, 1, len(diff))
+                session.count_out(1, len(diff))
                 return diff
             if event == "sync-update":
                 update = _one_binary(event, data)
@@ -356,54 +394,52 @@ class YjsNamespace(socketio.AsyncNamespace):
                 peer.room.apply_awareness(_one_binary(event, data), peer)
                 return None
         except InvalidUpdate as exc:
-            self.metrics.errors.labels(exc.kind).inc()
-            peer.close_soon(f"malformed {event}: {exc}")
+            session.rejected(exc, event)
             return None
-        self.metrics.errors.labels("unknown_event").inc()
-        log_event(logger, logging.DEBUG, "unknown_event", "ignored unknown event %r", event,
-                  protocol=PROTOCOL, document=peer.room.name)
+        self.services.metrics.errors.labels("unknown_event").inc()
+        log_event(
+            logger,
+            logging.DEBUG,
+            "unknown_event",
+            "ignored unknown event %r",
+            event,
+            protocol=PROTOCOL,
+            document=peer.room.name,
+        )
         return None
 
     async def on_connect(self, namespace: str, sid: str, environ: dict[str, Any], auth: Any) -> bool:
         """Admit (or refuse with ConnectionRefusedError) a client joining ``/yjs|<document>``."""
         if not namespace.startswith(NAMESPACE_PREFIX):
-            self._refused(namespace, "unknown namespace (expected /yjs|<document>)")
+            log_event(
+                logger,
+                logging.WARNING,
+                "connection_refused",
+                "refused Socket.IO connection to %r: %s",
+                namespace,
+                "unknown namespace",
+                protocol=PROTOCOL,
+                namespace=namespace,
+                reason="unknown namespace (expected /yjs|<document>)",
+            )
             raise SocketIORefusal("Unknown namespace")
-        name = namespace[len(NAMESPACE_PREFIX):]
-        name_error = document_name_error(name)
-        if name_error:
-            self._refused(namespace, name_error)
-            raise SocketIORefusal(name_error)
-        refusal = self.connections.admission_error()
-        if refusal:
-            self._refused(namespace, refusal)
-            raise SocketIORefusal(refusal)
+        session = Session(self.services, PROTOCOL, namespace[len(NAMESPACE_PREFIX) :])
         token = auth.get("token") if isinstance(auth, dict) else None
         try:
-            access = self.authorizer.access(token if isinstance(token, str) else None, name)
-        except Unauthorized as exc:
-            self.metrics.errors.labels("unauthorized").inc()
-            self._refused(namespace, str(exc))
-            raise SocketIORefusal("Unauthorized") from None
-        try:
-            room = await self.registry.acquire(name)
-        except RoomLoadError as exc:
-            self.metrics.errors.labels("load_failed").inc()
-            self._refused(namespace, str(exc))
-            raise SocketIORefusal("Document unavailable") from None
+            session.admit()
+            session.authorize(token if isinstance(token, str) else None)
+            room = await session.join()
+        except Refusal as refusal:
+            raise SocketIORefusal(refusal.public) from None
         eio_sid = self.server.manager.eio_sid_from_sid(sid, namespace)
         if eio_sid is None or eio_sid not in self.server.eio.sockets:
-            self.registry.release(room)  # the client left while the document was loading
+            session.leave()  # the client left while the document was loading
             raise SocketIORefusal("Connection closed")
         peer = SocketIOPeer(
-            self.server, self.websockets, sid=sid, eio_sid=eio_sid, namespace=namespace, room=room,
-            can_write=access >= Access.WRITE,
-            bucket=TokenBucket(self.settings.rate_limit, self.settings.rate_burst),
-            buffer_limit=2 * self.settings.max_message_bytes,
+            self.server, self.websockets, session, sid=sid, eio_sid=eio_sid, namespace=namespace, room=room
         )
         self.peers[(namespace, sid)] = peer
-        self.connections.add(peer)
-        room.add_peer(peer)
+        session.attach(peer)
         # The initial sync must follow the CONNECT packet, which python-socketio queues only
         # after this handler returns.
         task = asyncio.create_task(self._initial_sync(peer))
@@ -414,11 +450,8 @@ class YjsNamespace(socketio.AsyncNamespace):
     def on_disconnect(self, namespace: str, sid: str) -> None:
         """Detach the client; its awareness states are removed for everyone at once."""
         peer = self.peers.pop((namespace, sid), None)
-        if peer is None:
-            return
-        peer.room.remove_peer(peer)
-        self.connections.discard(peer)
-        self.registry.release(peer.room)
+        if peer is not None:
+            peer.session.leave()
 
     async def _initial_sync(self, peer: SocketIOPeer) -> None:
         room = peer.room
@@ -430,24 +463,28 @@ class YjsNamespace(socketio.AsyncNamespace):
             try:
                 room.apply_update(_one_binary("sync-step-1 ack", list(args)), time.perf_counter(), peer)
             except InvalidUpdate as exc:
-                self.metrics.errors.labels(exc.kind).inc()
-                peer.close_soon(f"malformed sync-step-1 ack: {exc}")
+                peer.session.rejected(exc, "sync-step-1 ack")
 
         try:
             await room.wait_usable()  # RoomUnavailable: logged below, the room closes the connection
             state = room.doc.get_state()
-            await self.server.emit("sync-step-1", state, to=peer.sid, namespace=peer.namespace,
-                                   callback=on_client_diff)
+            await self.server.emit(
+                "sync-step-1", state, to=peer.sid, namespace=peer.namespace, callback=on_client_diff
+            )
             snapshot = room.awareness_snapshot() or room.awareness.encode_awareness_update([])
             await self.server.emit("awareness-update", snapshot, to=peer.sid, namespace=peer.namespace)
-            self.metrics.count_out(PROTOCOL, 2, len(state) + len(snapshot))
+            peer.session.count_out(2, len(state) + len(snapshot))
         except Exception as exc:
-            log_event(logger, logging.WARNING, "initial_sync_failed", "initial sync of %r failed: %s",
-                      room.name, exc, protocol=PROTOCOL, document=room.name)
-
-    def _refused(self, namespace: str, reason: str) -> None:
-        log_event(logger, logging.WARNING, "connection_refused", "refused Socket.IO connection to %r: %s",
-                  namespace, reason, protocol=PROTOCOL, namespace=namespace, reason=reason)
+            log_event(
+                logger,
+                logging.WARNING,
+                "initial_sync_failed",
+                "initial sync of %r failed: %s",
+                room.name,
+                exc,
+                protocol=PROTOCOL,
+                document=room.name,
+            )
 
 
 def _one_binary(event: str, data: list[Any]) -> bytes:
@@ -467,13 +504,24 @@ def oversized_polling_guard(sio: socketio.AsyncServer, metrics: Metrics, max_byt
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         length = request.content_length
-        if request.method == "POST" and length is not None and length > max_bytes \
-                and request.path.startswith("/socket.io/"):
+        if (
+            request.method == "POST"
+            and length is not None
+            and length > max_bytes
+            and request.path.startswith("/socket.io/")
+        ):
             metrics.errors.labels("message_too_big").inc()
             socket = sio.eio.sockets.get(request.query.get("sid", ""))
-            log_event(logger, logging.WARNING, "connection_error",
-                      "long-polling POST of %d bytes exceeds %d; closing the session", length, max_bytes,
-                      protocol=PROTOCOL, reason="message too big")
+            log_event(
+                logger,
+                logging.WARNING,
+                "connection_error",
+                "long-polling POST of %d bytes exceeds %d; closing the session",
+                length,
+                max_bytes,
+                protocol=PROTOCOL,
+                reason="message too big",
+            )
             if socket is not None and not socket.closed and not socket.closing:
                 await socket.close(wait=False, abort=False, reason=sio.eio.reason.TRANSPORT_ERROR)
             raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=length)
@@ -557,4 +605,3 @@ def create_socketio_server(
     # knob the maintainer documents); the body size stays bounded by max_http_buffer_size.
     Payload.max_decode_packets = max(Payload.max_decode_packets, settings.max_message_bytes // 2)
     return sio
-

@@ -1,0 +1,222 @@
+"""The life of one client connection, whatever its wire format.
+
+A ``Session`` owns what both protocols share: admission (draining, ``--max-connections``),
+authorization, joining the document, the per-connection rate limit, waiting for a rebuilding
+document, the error metrics and logs, and the slow-consumer check. The protocol handlers
+(``ywebsocket.py``, ``socketio_ns.py``) only translate their wire format to and from it, as
+pycrdt-websocket's shared websocket abstraction does; a scale-out (Redis) adds to this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiohttp import WSCloseCode
+
+from .auth import Access, Authorizer, Unauthorized
+from .connections import Connections
+from .limits import TokenBucket
+from .logs import log_event
+from .metrics import Metrics
+from .names import document_name_error
+from .rooms import InvalidUpdate, Peer, Room, RoomLoadError, RoomRegistry, RoomUnavailable
+from .settings import Settings
+from .yprotocol import ProtocolError
+
+logger = logging.getLogger(__name__)
+
+
+class Refusal(Exception):
+    """A connection is not admitted.
+
+    ``reason`` is logged (and sent to y-websocket clients refused by authorization); ``public`` is
+    what a Socket.IO client is told. ``final`` is True when retrying cannot help (a bad document
+    name, authorization); otherwise the condition is temporary (draining, full, store failing).
+    """
+
+    def __init__(self, reason: str, *, final: bool, public: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.final = final
+        self.public = public or reason
+
+
+@dataclass(frozen=True)
+class Services:
+    """The application-wide objects every connection uses (one set per app)."""
+
+    settings: Settings
+    registry: RoomRegistry
+    connections: Connections
+    authorizer: Authorizer
+    metrics: Metrics
+
+
+def transport_error_kind(error: object) -> str:
+    """The ``item_socket_errors_total`` kind of a WebSocket read error: message_too_big or transport."""
+    return "message_too_big" if "too big" in str(error).lower() else "transport"
+
+
+class Session:
+    """One client connection to one document, from admission to departure.
+
+    Use: ``admit()``, ``authorize(token)``, ``await join()`` (each raises ``Refusal``), then
+    ``attach(peer)``; per received message ``accept_message(n)`` and ``await usable()``; always
+    ``leave()`` at the end (idempotent).
+    """
+
+    def __init__(self, services: Services, protocol: str, document: str) -> None:
+        self.services = services
+        self.protocol = protocol
+        self.document = document
+        self.access = Access.NONE
+        self.room: Room | None = None
+        self.peer: Peer | None = None
+        settings = services.settings
+        self._bucket = TokenBucket(settings.rate_limit, settings.rate_burst)
+        # Bytes a client may leave unread before it is dropped as a slow consumer.
+        self.buffer_limit = 2 * settings.max_message_bytes
+
+    # --- admission ---------------------------------------------------------------------------
+
+    def admit(self) -> None:
+        """Check the document name (final refusal) and the server's capacity (temporary refusal)."""
+        name_error = document_name_error(self.document)
+        if name_error:
+            raise self._refuse(name_error, final=True)
+        capacity_error = self.services.connections.admission_error()
+        if capacity_error:
+            raise self._refuse(capacity_error, final=False)
+
+    def authorize(self, token: str | None) -> Access:
+        """The access ``token`` grants to the document; a final Refusal when it grants none."""
+        try:
+            self.access = self.services.authorizer.access(token, self.document)
+        except Unauthorized as exc:
+            raise self._refuse(str(exc), final=True, public="Unauthorized", kind="unauthorized") from None
+        return self.access
+
+    async def join(self) -> Room:
+        """Load (or share) the document and hold it; a temporary Refusal when it cannot be loaded now."""
+        try:
+            self.room = await self.services.registry.acquire(self.document)
+        except RoomLoadError as exc:
+            raise self._refuse(
+                str(exc), final=False, public="Document unavailable", kind="load_failed"
+            ) from None
+        return self.room
+
+    def _refuse(
+        self, reason: str, *, final: bool, public: str | None = None, kind: str | None = None
+    ) -> Refusal:
+        if kind is not None:
+            self.services.metrics.errors.labels(kind).inc()
+        log_event(
+            logger,
+            logging.WARNING,
+            "connection_refused",
+            "refused %s connection to %r: %s",
+            self.protocol,
+            self.document,
+            reason,
+            protocol=self.protocol,
+            document=self.document,
+            reason=reason,
+        )
+        return Refusal(reason, final=final, public=public)
+
+    @property
+    def can_write(self) -> bool:
+        """Whether the connection's writes are applied (read-only writes are dropped)."""
+        return self.access >= Access.WRITE
+
+    # --- attached ----------------------------------------------------------------------------
+
+    def attach(self, peer: Peer) -> None:
+        """Start relaying the document to ``peer`` and count it as an open connection."""
+        assert self.room is not None, "join() first"
+        self.peer = peer
+        self.services.connections.add(peer)
+        self.room.add_peer(peer)
+
+    def leave(self) -> None:
+        """Detach the peer (its awareness states go) and release the document; safe to repeat."""
+        room, self.room = self.room, None
+        if room is None:
+            return
+        if self.peer is not None:
+            room.remove_peer(self.peer)
+            self.services.connections.discard(self.peer)
+        self.services.registry.release(room)
+
+    def accept_message(self, nbytes: int) -> bool:
+        """Count one received message; False (and the connection is closing) when over the rate limit."""
+        self.services.metrics.count_in(self.protocol, nbytes)
+        if self._bucket.allow():
+            return True
+        self.fail(
+            "rate_limited",
+            f"rate limit exceeded ({self.services.settings.rate_limit:g} messages/s)",
+            WSCloseCode.POLICY_VIOLATION,
+        )
+        return False
+
+    async def usable(self) -> bool:
+        """Wait while the document is rebuilt (almost never); False if it could not be (it closes us)."""
+        room = self.room
+        if room is None:
+            return False
+        if room.rebuilding is None:
+            return True
+        try:
+            await room.wait_usable()
+        except RoomUnavailable:
+            return False
+        return True
+
+    def count_out(self, messages: int, nbytes: int) -> None:
+        """Count messages sent to this client outside the room's broadcasts."""
+        self.services.metrics.count_out(self.protocol, messages, nbytes)
+
+    # --- ending ------------------------------------------------------------------------------
+
+    def fail(self, kind: str, reason: str, code: int = WSCloseCode.GOING_AWAY) -> None:
+        """Count an error of ``kind`` and start closing the connection with ``reason``."""
+        self.services.metrics.errors.labels(kind).inc()
+        if self.peer is not None:
+            self.peer.close_soon(reason, code)
+
+    def rejected(self, exc: InvalidUpdate | ProtocolError, what: str) -> None:
+        """The client sent a malformed ``what``: count it under its kind and close the connection."""
+        kind = exc.kind if isinstance(exc, InvalidUpdate) else "malformed"
+        self.fail(kind, f"malformed {what}: {exc}", WSCloseCode.UNSUPPORTED_DATA)
+
+    def transport_failed(self, error: object) -> None:
+        """The connection's WebSocket failed while reading (``error`` from aiohttp): count and log it."""
+        transport_failed(self.services.metrics, self.protocol, error, self.document)
+
+    def slow_consumer(self, waiting: int, limit: int, unit: str = "bytes") -> bool:
+        """True (and the connection is closing) when more than ``limit`` ``unit`` wait to be sent."""
+        if waiting <= limit:
+            return False
+        if self.peer is not None:
+            self.peer.close_soon(f"slow consumer: more than {limit} {unit} waiting to be sent")
+        return True
+
+
+def transport_failed(metrics: Metrics, protocol: str, error: object, document: str | None = None) -> None:
+    """Count and log a WebSocket read error (``error`` from aiohttp) of a ``protocol`` connection."""
+    metrics.errors.labels(transport_error_kind(error)).inc()
+    log_event(
+        logger,
+        logging.WARNING,
+        "connection_error",
+        "%s connection to %r failed: %s",
+        protocol,
+        document,
+        error,
+        protocol=protocol,
+        document=document,
+        reason=str(error),
+    )
