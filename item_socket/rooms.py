@@ -24,7 +24,7 @@ from pycrdt import Awareness, Doc, TransactionEvent
 from .logs import log_event
 from .metrics import Metrics
 from .store import DocumentStore, StoreError
-from .yprotocol import EMPTY_UPDATE, check_declared_count
+from .yprotocol import EMPTY_UPDATE, awareness_entries, check_declared_count
 
 logger = logging.getLogger(__name__)
 # Updates held while a room's document is rebuilt (normally for milliseconds).
@@ -78,7 +78,9 @@ class Peer(abc.ABC):
 
     def __init__(self, can_write: bool) -> None:
         self.can_write = can_write
+        # Awareness client IDs this connection owns: removed for everyone when it leaves.
         self.awareness_ids: set[int] = set()
+        self.awareness_announced = False
 
     @property
     @abc.abstractmethod
@@ -257,11 +259,38 @@ class Room:
             await self.rebuilding.wait()
 
     def apply_awareness(self, update: bytes, origin: Peer) -> None:
-        """Apply a client's awareness update; changes are relayed to every peer."""
+        """Apply a client's awareness update; changes are relayed to every peer.
+
+        A client ID belongs to the connection that announced it last: with a newer clock (see
+        ``_on_awareness_change``), or in the connection's first awareness message even at the
+        same clock. A client that reconnected while its old connection lingers re-announces its
+        ID at the same clock (y-websocket issue 126); closing the old connection must not remove
+        it. Only the first message counts at the same clock because clients relay every awareness
+        change they receive back to the server (the npm providers do): those echoes carry other
+        clients' IDs at known clocks and must not take them over. A client announces itself on
+        connect, before it can relay anything.
+        """
         try:
+            entries = awareness_entries(update)
             self.awareness.apply_awareness_update(update, origin)
         except Exception as exc:
             raise InvalidUpdate(f"invalid awareness update ({len(update)} bytes): {exc}") from exc
+        if not origin.awareness_announced:
+            origin.awareness_announced = True
+            states = self.awareness.states
+            for client_id, _clock, removed in entries:
+                if not removed and client_id in states:
+                    self._own(client_id, origin)
+
+    def _own(self, client_id: int, peer: Peer) -> None:
+        """Make ``peer`` the owner of awareness ``client_id`` (removed when ``peer`` leaves)."""
+        previous = self._awareness_owner.get(client_id)
+        if previous is peer:
+            return
+        if previous is not None:
+            previous.awareness_ids.discard(client_id)
+        self._awareness_owner[client_id] = peer
+        peer.awareness_ids.add(client_id)
 
     def diff_since(self, state_vector: bytes) -> bytes:
         """The update a client with ``state_vector`` is missing (call ``wait_usable`` first)."""
@@ -287,8 +316,7 @@ class Room:
         changes, origin = change
         if isinstance(origin, Peer):
             for client_id in (*changes["added"], *changes["updated"]):
-                self._awareness_owner[client_id] = origin
-                origin.awareness_ids.add(client_id)
+                self._own(client_id, origin)
         for client_id in changes["removed"]:
             owner = self._awareness_owner.pop(client_id, None)
             if owner is not None:

@@ -65,6 +65,30 @@ async def test_awareness_is_relayed_and_removed_when_its_connection_closes(
     await b.close()
 
 
+async def test_awareness_ownership_moves_with_a_newer_clock_and_echoes_do_not_take_it(
+    server: RunningServer, session: aiohttp.ClientSession
+) -> None:
+    old = await YWebsocketClient(session, server.ws_url("own")).connect()
+    new = await YWebsocketClient(session, server.ws_url("own")).connect()
+    echo = await YWebsocketClient(session, server.ws_url("own")).connect()
+    watch = await YWebsocketClient(session, server.ws_url("own")).connect()
+    await old.send_awareness(9, 1, {"v": 1})
+    await new.send_awareness(10, 1, {"self": True})  # its own ID first, as the npm clients do
+    await echo.send_awareness(11, 1, {"self": True})
+    await wait_until(lambda: watch.awareness_seen.get(11) == {"self": True}, what="three clients")
+    await new.send_awareness(9, 2, {"v": 2})  # a newer clock: 9 now belongs to `new`
+    await echo.send_awareness(9, 2, {"v": 2})  # a relayed copy (same clock): not a claim
+    await echo.send_awareness(11, 2, {"self": "barrier"})
+    await wait_until(lambda: watch.awareness_seen.get(11) == {"self": "barrier"}, what="the barrier")
+    await old.close()
+    await echo.close()
+    await wait_until(lambda: watch.awareness_seen.get(11, {}) is None, what="the echoing client's removal")
+    assert watch.awareness_seen[9] == {"v": 2}, "closing a former owner or an echoer removed client 9"
+    await new.close()
+    await wait_until(lambda: watch.awareness_seen.get(9, {}) is None, what="client 9 to leave with its owner")
+    await watch.close()
+
+
 async def test_query_awareness_is_answered(server: RunningServer, session: aiohttp.ClientSession) -> None:
     a = await YWebsocketClient(session, server.ws_url("query")).connect()
     await a.send_awareness(42, 1, {"name": "q"})
