@@ -73,7 +73,7 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> web.Ap
     app[SERVICES] = services
     app[DRAINED] = asyncio.Event()
 
-    app.middlewares.append(_refuse_new_sessions_while_draining)
+    app.middlewares.append(_refuse_new_sessions_while_unavailable)
     app.middlewares.append(oversized_polling_guard(sio, metrics, settings.max_message_bytes))
     app.middlewares.append(closed_session_guard(sio))
     sio.attach(app)
@@ -135,15 +135,16 @@ async def _drain_on_shutdown(app: web.Application) -> None:
 
 
 @web.middleware
-async def _refuse_new_sessions_while_draining(
+async def _refuse_new_sessions_while_unavailable(
     request: web.Request, handler: web.Handler
 ) -> web.StreamResponse:
-    if (
-        not request.app[CONNECTIONS].accepting
-        and request.path.startswith("/socket.io/")
-        and "sid" not in request.query
-    ):
-        raise web.HTTPServiceUnavailable(text="server is shutting down\n", headers={"Retry-After": "1"})
+    # A new Engine.IO session (no sid yet) is refused at the HTTP level while draining or full:
+    # socket.io-client retries a failed handshake with its growing backoff. Refused later, in the
+    # namespace, the client would get a final connect_error (see YjsNamespace.on_connect).
+    if request.path.startswith("/socket.io/") and "sid" not in request.query:
+        refusal = request.app[CONNECTIONS].admission_error()
+        if refusal:
+            raise web.HTTPServiceUnavailable(text=f"{refusal}\n", headers={"Retry-After": "1"})
     return await handler(request)
 
 

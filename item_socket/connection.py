@@ -98,14 +98,23 @@ class Session:
         return self.access
 
     async def join(self) -> Room:
-        """Load (or share) the document and hold it; a temporary Refusal when it cannot be loaded now."""
+        """Load (or share) the document and hold it; a temporary Refusal when it cannot be loaded now.
+
+        Capacity is checked again once the document is loaded: a drain that began during the load
+        has already closed every attached connection, and would never close this one.
+        """
         try:
-            self.room = await self.services.registry.acquire(self.document)
+            room = await self.services.registry.acquire(self.document)
         except RoomLoadError as exc:
             raise self._refuse(
                 str(exc), final=False, public="Document unavailable", kind="load_failed"
             ) from None
-        return self.room
+        capacity_error = self.services.connections.admission_error()
+        if capacity_error:
+            self.services.registry.release(room)
+            raise self._refuse(capacity_error, final=False)
+        self.room = room
+        return room
 
     def _refuse(
         self, reason: str, *, final: bool, public: str | None = None, kind: str | None = None

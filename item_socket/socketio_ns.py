@@ -237,6 +237,24 @@ def _attachment_packet(message: Broadcast) -> eio_packet.Packet:
     return eio_packet.Packet(eio_packet.MESSAGE, message.payload)
 
 
+async def close_engineio_session(
+    sio: socketio.AsyncServer, websockets: WebSockets, eio_sid: str, code: int
+) -> None:
+    """Close an Engine.IO session at the transport level, so the client reconnects by itself.
+
+    Not a Socket.IO DISCONNECT, after which clients stay away: the client sees its transport close
+    and reconnects with its backoff, possibly to another replica. Over WebSocket the client ignores
+    an Engine.IO CLOSE packet, so the WebSocket itself is closed (with ``code``); a long-polling
+    session gets the CLOSE packet in its pending poll. Bounded: aiohttp's close waits at most 10 s.
+    """
+    entry = websockets.by_eio_sid.get(eio_sid)
+    with contextlib.suppress(Exception):
+        if entry is not None:
+            await entry[0].close(code=code)
+        else:
+            await sio.eio.disconnect(eio_sid)
+
+
 class SocketIOPeer(Peer):
     """One client of one ``/yjs|<document>`` namespace."""
 
@@ -342,16 +360,7 @@ class SocketIOPeer(Peer):
         task.add_done_callback(self.tasks.discard)
 
     async def _close(self) -> None:
-        # Close the Engine.IO session at the transport level (not a Socket.IO DISCONNECT, after
-        # which clients stay away): the client sees its transport close and reconnects, possibly
-        # to another replica. Over WebSocket the client ignores an Engine.IO CLOSE packet, so the
-        # WebSocket itself is closed.
-        entry = self._websockets.by_eio_sid.get(self.eio_sid)
-        with contextlib.suppress(Exception):
-            if entry is not None:
-                await entry[0].close(code=WSCloseCode.GOING_AWAY)
-            else:
-                await self.sio.eio.disconnect(self.eio_sid)
+        await close_engineio_session(self.sio, self._websockets, self.eio_sid, WSCloseCode.GOING_AWAY)
 
 
 class YjsNamespace(socketio.AsyncNamespace):
@@ -430,6 +439,15 @@ class YjsNamespace(socketio.AsyncNamespace):
             session.authorize(token if isinstance(token, str) else None)
             room = await session.join()
         except Refusal as refusal:
+            if not refusal.final:
+                # socket.io-client never retries a namespace connect_error. Closing the
+                # Engine.IO session instead (before python-socketio can send the connect_error)
+                # makes it reconnect with its backoff, and send its offline edits once admitted.
+                eio_sid = self.server.manager.eio_sid_from_sid(sid, namespace)
+                if eio_sid is not None:
+                    await close_engineio_session(
+                        self.server, self.websockets, eio_sid, WSCloseCode.TRY_AGAIN_LATER
+                    )
             raise SocketIORefusal(refusal.public) from None
         eio_sid = self.server.manager.eio_sid_from_sid(sid, namespace)
         if eio_sid is None or eio_sid not in self.server.eio.sockets:

@@ -33,6 +33,9 @@ from .yprotocol import (
 
 logger = logging.getLogger(__name__)
 PROTOCOL = "ywebsocket"
+# Close codes y-websocket clients (3.x) treat as final: 4400-4499 mirror HTTP 4xx and stop their
+# reconnecting (``defaultShouldReconnect`` in y-websocket.js); every other code is retried.
+CLOSE_FORBIDDEN = 4403
 
 
 def _encode_frame(message: Broadcast) -> bytes:
@@ -157,7 +160,7 @@ async def handle_ywebsocket(request: web.Request) -> web.StreamResponse:
         session.authorize(request.query.get("token"))
     except Refusal as refusal:
         await ws.send_bytes(auth_denied_message(refusal.reason))
-        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"Unauthorized")
+        await ws.close(code=CLOSE_FORBIDDEN, message=b"Unauthorized")
         return ws
     try:
         room = await session.join()
