@@ -9,10 +9,14 @@ pycrdt-websocket's shared websocket abstraction does; a scale-out (Redis) adds t
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from aiohttp import WSCloseCode
+from aiohttp import WSCloseCode, web
+from aiohttp.http import WebSocketError
 
 from .auth import Access, Authorizer, Unauthorized
 from .connections import Connections
@@ -54,8 +58,45 @@ class Services:
 
 
 def transport_error_kind(error: object) -> str:
-    """The ``item_socket_errors_total`` kind of a WebSocket read error: message_too_big or transport."""
-    return "message_too_big" if "too big" in str(error).lower() else "transport"
+    """The ``item_socket_errors_total`` kind of a WebSocket read error: message_too_big or transport.
+
+    aiohttp reports an oversized frame as ``WebSocketError(1009, "Message size N exceeds limit M")``.
+    """
+    if isinstance(error, WebSocketError) and error.code == WSCloseCode.MESSAGE_TOO_BIG:
+        return "message_too_big"
+    return "transport"
+
+
+class LimitedWebSocketResponse(web.WebSocketResponse):
+    """aiohttp's WebSocketResponse that tells a client whose message exceeds the limit not to return.
+
+    aiohttp closes such a connection itself, with 1009, which both npm clients retry: they
+    reconnected and re-uploaded the same oversized document several times a second. Here that
+    close first awaits ``on_too_big`` (Socket.IO: the namespace DISCONNECT after which
+    socket.io-client stays away) and uses ``too_big_code`` (y-websocket: a 4400-4499 code).
+    """
+
+    def __init__(
+        self,
+        *,
+        too_big_code: int = WSCloseCode.MESSAGE_TOO_BIG,
+        on_too_big: Callable[[], Awaitable[None]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._too_big_code = too_big_code
+        self._on_too_big = on_too_big
+        self._told_too_big = False
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
+        """Close; a close for an oversized message (1009, from aiohttp's reader) says it is final."""
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not self._told_too_big:
+            self._told_too_big = True
+            if self._on_too_big is not None:
+                with contextlib.suppress(Exception):  # the client may be gone already
+                    await self._on_too_big()
+            code, message = self._too_big_code, b"message too big"
+        return await super().close(code=code, message=message, drain=drain)
 
 
 class Session:
@@ -216,7 +257,23 @@ class Session:
 
 def transport_failed(metrics: Metrics, protocol: str, error: object, document: str | None = None) -> None:
     """Count and log a WebSocket read error (``error`` from aiohttp) of a ``protocol`` connection."""
-    metrics.errors.labels(transport_error_kind(error)).inc()
+    kind = transport_error_kind(error)
+    metrics.errors.labels(kind).inc()
+    if kind == "message_too_big":
+        log_event(
+            logger,
+            logging.WARNING,
+            "message_too_big",
+            "%s client of %r sent a message too big for --max-message-bytes (%s); "
+            "closed and told not to reconnect",
+            protocol,
+            document,
+            error,
+            protocol=protocol,
+            document=document,
+            reason=f"message too big: {error}",
+        )
+        return
     log_event(
         logger,
         logging.WARNING,

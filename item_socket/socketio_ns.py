@@ -24,7 +24,7 @@ from engineio.payload import Payload
 from socketio import packet as sio_packet
 from socketio.exceptions import ConnectionRefusedError as SocketIORefusal
 
-from .connection import Refusal, Services, Session, transport_failed
+from .connection import LimitedWebSocketResponse, Refusal, Services, Session, transport_failed
 from .logs import log_event
 from .metrics import Metrics
 from .rooms import Broadcast, InvalidUpdate, Peer, Room
@@ -72,11 +72,15 @@ class WebSocketDriver(EngineIOWebSocket):
 
     async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
         request: web.Request = environ["aiohttp.request"]
-        self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
-        await self._sock.prepare(request)
-        self.environ = environ
         eio_socket = self.handler.__self__
         eio_sid: str = eio_socket.sid
+        self._sock = LimitedWebSocketResponse(
+            max_msg_size=self.server.max_http_buffer_size,
+            compress=False,
+            on_too_big=functools.partial(self._tell_too_big, eio_sid),
+        )
+        await self._sock.prepare(request)
+        self.environ = environ
         self._eio_socket = eio_socket
         websockets = self._context.websockets
         entry = (self._sock, request.transport)
@@ -96,6 +100,24 @@ class WebSocketDriver(EngineIOWebSocket):
                 websockets.closing_tasks.add(task)
                 task.add_done_callback(websockets.closing_tasks.discard)
         return self._sock
+
+    async def _tell_too_big(self, eio_sid: str) -> None:
+        """Before the 1009 close: DISCONNECT every namespace, so socket.io-client stays away.
+
+        Written straight to the socket: packets queued for python-engineio's writer would come
+        after the close frame and never be read. The close then waits ``_TOLD_GRACE_S``:
+        socket.io-client acts on a decoded packet on its next tick but on a close at once, so a
+        close right behind the DISCONNECT overtook it (2 runs in 5) and the client reconnected.
+        A fixed grace, because the client's own close frame cannot be read once aiohttp's reader
+        failed on the oversized frame.
+        """
+        sio = self._context.sio
+        namespaces = _namespaces_of(sio, eio_sid)
+        for namespace in namespaces:
+            disconnect = sio.packet_class(sio_packet.DISCONNECT, namespace=namespace).encode()
+            await self._sock.send_str(eio_packet.Packet(eio_packet.MESSAGE, disconnect).encode())
+        if namespaces:
+            await asyncio.sleep(_TOLD_GRACE_S)
 
     async def close(self) -> None:
         # python-engineio's writer calls this when it stops, also after a failed send because
@@ -177,10 +199,21 @@ class WebSocketDriver(EngineIOWebSocket):
     async def _receive(self) -> bytes | str:
         msg = await self._sock.receive()
         if msg.type == WSMsgType.ERROR:
-            transport_failed(self._context.metrics, PROTOCOL, msg.data)
+            documents = [
+                ns[len(NAMESPACE_PREFIX) :] for ns in _namespaces_of(self._context.sio, self._eio_socket.sid)
+            ]
+            transport_failed(self._context.metrics, PROTOCOL, msg.data, ",".join(documents) or None)
         if not isinstance(msg.data, bytes | str):
             raise OSError(f"websocket closed ({msg.type.name})")
         return msg.data
+
+
+def _namespaces_of(sio: socketio.AsyncServer, eio_sid: str) -> list[str]:
+    """The document namespaces the Engine.IO session ``eio_sid`` is attached to."""
+    handler = sio.namespace_handlers.get("*")
+    if not isinstance(handler, YjsNamespace):
+        return []
+    return [namespace for (namespace, _sid), peer in handler.peers.items() if peer.eio_sid == eio_sid]
 
 
 def _translate_request(request: web.Request) -> dict[str, Any]:
@@ -223,6 +256,10 @@ class _ExactBody:
             return exc.partial
 
 
+# Seconds an oversized long-polling POST waits for its client to act on the DISCONNECT (it then
+# closes its session), and the grace between that DISCONNECT and the close over WebSocket.
+_TOLD_WAIT_S = 5.0
+_TOLD_GRACE_S = 1.0
 # Packets queued for one polling (or upgrading) client before it is dropped as a slow consumer.
 _MAX_QUEUED_PACKETS = 10_000
 # An Engine.IO MESSAGE holding a Socket.IO BINARY_EVENT with one attachment, in a namespace.
@@ -512,11 +549,14 @@ def _one_binary(event: str, data: list[Any]) -> bytes:
 
 
 def oversized_polling_guard(sio: socketio.AsyncServer, metrics: Metrics, max_bytes: int) -> Any:
-    """aiohttp middleware answering an oversized long-polling POST at once, and closing its session.
+    """aiohttp middleware answering an oversized long-polling POST itself, and ending its session.
 
     python-engineio refuses such a body but then waits, inside the request, for the session's
     queued packets to be polled, which never happens while the client waits for the POST: the
-    request hangs until the ping timeout.
+    request hung until the ping timeout. The client is told with a namespace DISCONNECT (after
+    which socket.io-client stays away; it reconnected and re-uploaded forever after a plain
+    close), and the POST is answered once the client has closed its session, or after
+    ``_TOLD_WAIT_S``: answered earlier, the failed POST would make it reconnect first.
     """
 
     @web.middleware
@@ -529,19 +569,32 @@ def oversized_polling_guard(sio: socketio.AsyncServer, metrics: Metrics, max_byt
             and request.path.startswith("/socket.io/")
         ):
             metrics.errors.labels("message_too_big").inc()
-            socket = sio.eio.sockets.get(request.query.get("sid", ""))
+            eio_sid = request.query.get("sid", "")
+            socket = sio.eio.sockets.get(eio_sid)
             log_event(
                 logger,
                 logging.WARNING,
-                "connection_error",
-                "long-polling POST of %d bytes exceeds %d; closing the session",
+                "message_too_big",
+                "long-polling POST of %d bytes exceeds --max-message-bytes %d; closing the session, "
+                "the client is told not to reconnect",
                 length,
                 max_bytes,
                 protocol=PROTOCOL,
-                reason="message too big",
+                reason=f"message too big: {length} bytes",
             )
             if socket is not None and not socket.closed and not socket.closing:
-                await socket.close(wait=False, abort=False, reason=sio.eio.reason.TRANSPORT_ERROR)
+                namespaces = _namespaces_of(sio, eio_sid)
+                for namespace in namespaces:
+                    sid = sio.manager.sid_from_eio_sid(eio_sid, namespace)
+                    if sid is not None:
+                        await sio.disconnect(sid, namespace=namespace)
+                if namespaces:
+                    for _ in range(int(_TOLD_WAIT_S / 0.05)):  # bounded wait for the client's CLOSE
+                        if socket.closed:
+                            break
+                        await asyncio.sleep(0.05)
+                if not socket.closed and not socket.closing:
+                    await socket.close(wait=False, abort=False, reason=sio.eio.reason.TRANSPORT_ERROR)
             raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=length)
         return await handler(request)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from .connection import Refusal, Services, Session
+from .connection import LimitedWebSocketResponse, Refusal, Services, Session
 from .keys import SERVICES
 from .logs import log_event
 from .rooms import Broadcast, InvalidUpdate, Peer, Room
@@ -36,6 +36,7 @@ PROTOCOL = "ywebsocket"
 # Close codes y-websocket clients (3.x) treat as final: 4400-4499 mirror HTTP 4xx and stop their
 # reconnecting (``defaultShouldReconnect`` in y-websocket.js); every other code is retried.
 CLOSE_FORBIDDEN = 4403
+CLOSE_MESSAGE_TOO_BIG = 4413
 
 
 def _encode_frame(message: Broadcast) -> bytes:
@@ -150,7 +151,8 @@ async def handle_ywebsocket(request: web.Request) -> web.StreamResponse:
     if transport is None:
         raise web.HTTPBadRequest(text="connection already closed\n")
 
-    ws = web.WebSocketResponse(
+    ws = LimitedWebSocketResponse(
+        too_big_code=CLOSE_MESSAGE_TOO_BIG,  # final: the same upload would fail again
         compress=False,  # never permessage-deflate: see YWebsocketPeer.send_broadcast
         max_msg_size=services.settings.max_message_bytes,
         heartbeat=services.settings.ping_interval,
