@@ -9,8 +9,12 @@ pycrdt-websocket's shared websocket abstraction does; a scale-out (Redis) adds t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import logging
+import struct
+import termios
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +31,13 @@ from .names import document_name_error
 from .rooms import InvalidUpdate, Peer, Room, RoomLoadError, RoomRegistry, RoomUnavailable
 from .settings import Settings
 from .yprotocol import ProtocolError
+from .ysplit import SplitError, split_update
 
 logger = logging.getLogger(__name__)
+# Largest part of a large first sync (see Session.sync_parts): 1.7 s at 150 KB/s, so each part
+# arrives well within y-websocket's 30 s no-message watchdog on links down to ~10 KB/s, and a
+# ping queued behind one part still arrives in time.
+SYNC_PART_BYTES = 256 * 1024
 
 
 class Refusal(Exception):
@@ -225,6 +234,31 @@ class Session:
             return False
         return True
 
+    async def sync_parts(self, diff: bytes) -> list[bytes]:
+        """``diff`` (a Yjs update) as valid updates of about ``SYNC_PART_BYTES`` each, to send in order.
+
+        Sent as one message, a multi-megabyte first sync outlasted the clients' watchdogs on slow
+        links and started over forever. Large updates are cut in a worker thread (pure bytes, no
+        pycrdt object crosses threads); an update that cannot be cut goes whole, with a warning.
+        """
+        if len(diff) <= SYNC_PART_BYTES:
+            return [diff]
+        try:
+            return await asyncio.to_thread(split_update, diff, SYNC_PART_BYTES)
+        except SplitError as exc:
+            log_event(
+                logger,
+                logging.WARNING,
+                "sync_not_split",
+                "first sync of %r (%d bytes) goes as one message: %s",
+                self.document,
+                len(diff),
+                exc,
+                protocol=self.protocol,
+                document=self.document,
+            )
+            return [diff]
+
     def count_out(self, messages: int, nbytes: int) -> None:
         """Count messages sent to this client outside the room's broadcasts."""
         self.services.metrics.count_out(self.protocol, messages, nbytes)
@@ -253,6 +287,36 @@ class Session:
         if self.peer is not None:
             self.peer.close_soon(f"slow consumer: more than {limit} {unit} waiting to be sent")
         return True
+
+
+def unacknowledged_bytes(transport: asyncio.BaseTransport) -> int:
+    """Bytes written to ``transport`` that its peer has not acknowledged yet: kernel queue + buffer.
+
+    Linux ``SIOCOUTQ`` (= ``TIOCOUTQ``) on a TCP socket; 0 where it cannot be read.
+    """
+    sock = transport.get_extra_info("socket")
+    queued = 0
+    if sock is not None:
+        with contextlib.suppress(OSError, ValueError):
+            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    write_buffer = transport.get_write_buffer_size() if isinstance(transport, asyncio.WriteTransport) else 0
+    return queued + write_buffer
+
+
+async def wait_until_sent(transport: asyncio.BaseTransport, limit: int, seconds: float) -> bool:
+    """Wait until at most ``limit`` written bytes are unacknowledged; False after ``seconds`` or on close.
+
+    Why: the kernel takes megabytes into a socket's send buffer at once (autotuned), so "drained"
+    says nothing about a slow link; what the peer acknowledged does. Polled every 50 ms: there is
+    no event for it.
+    """
+    for _ in range(max(1, int(seconds / 0.05))):
+        if transport.is_closing():
+            return False
+        if unacknowledged_bytes(transport) <= limit:
+            return True
+        await asyncio.sleep(0.05)
+    return False
 
 
 def transport_failed(metrics: Metrics, protocol: str, error: object, document: str | None = None) -> None:

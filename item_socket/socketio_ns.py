@@ -24,7 +24,15 @@ from engineio.payload import Payload
 from socketio import packet as sio_packet
 from socketio.exceptions import ConnectionRefusedError as SocketIORefusal
 
-from .connection import LimitedWebSocketResponse, Refusal, Services, Session, transport_failed
+from .connection import (
+    SYNC_PART_BYTES,
+    LimitedWebSocketResponse,
+    Refusal,
+    Services,
+    Session,
+    transport_failed,
+    wait_until_sent,
+)
 from .logs import log_event
 from .metrics import Metrics
 from .rooms import Broadcast, InvalidUpdate, Peer, Room
@@ -260,6 +268,9 @@ class _ExactBody:
 # closes its session), and the grace between that DISCONNECT and the close over WebSocket.
 _TOLD_WAIT_S = 5.0
 _TOLD_GRACE_S = 1.0
+# A part of a large first sync may wait this long (in _PART_WAIT_S steps) for the previous one to go.
+_PART_WAIT_S = 30.0
+_PART_WAITS = 10
 # Packets queued for one polling (or upgrading) client before it is dropped as a slow consumer.
 _MAX_QUEUED_PACKETS = 10_000
 # An Engine.IO MESSAGE holding a Socket.IO BINARY_EVENT with one attachment, in a namespace.
@@ -377,6 +388,44 @@ class SocketIOPeer(Peer):
         socket.queue.put_nowait(message.encoded(key, _attachment_packet))
         return len(message.payload)
 
+    def send_in_parts(self, parts: list[bytes]) -> None:
+        """Emit ``parts`` (Yjs updates) as ``sync-update`` events, in the background, paced.
+
+        Each part is queued once Engine.IO's writer (or the client's poll) took the previous one,
+        so the server's pings go out between parts instead of behind all of them (the client
+        drops a connection that gets no ping for ping interval + timeout).
+        """
+        if parts:
+            task = asyncio.create_task(self._send_parts(parts))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _send_parts(self, parts: list[bytes]) -> None:
+        for part in parts:
+            socket = self.sio.eio.sockets.get(self.eio_sid)
+            if self._closing or self.session.room is None or socket is None or socket.closed:
+                return
+            await self.sio.emit("sync-update", part, to=self.sid, namespace=self.namespace)
+            self.session.count_out(1, len(part))
+            for _ in range(_PART_WAITS):  # bounded: a stalled client is closed
+                try:
+                    await asyncio.wait_for(socket.queue.join(), _PART_WAIT_S)
+                    break
+                except TimeoutError:
+                    if socket.closed or self._closing:
+                        return
+            else:
+                self.close_soon(f"first sync stalled: a part waited {_PART_WAITS * _PART_WAIT_S:g} s")
+                return
+            # Over WebSocket, "taken by the writer" is not "received": the kernel buffers
+            # megabytes. Wait until the client acknowledged all but about one part.
+            entry = self._websockets.by_eio_sid.get(self.eio_sid)
+            if entry is not None and entry[1] is not None:
+                if not await wait_until_sent(entry[1], SYNC_PART_BYTES, _PART_WAITS * _PART_WAIT_S):
+                    if not entry[1].is_closing():
+                        self.close_soon("first sync stalled: a part was not received in time")
+                    return
+
     def close_soon(self, reason: str, code: int = WSCloseCode.GOING_AWAY) -> None:
         """Close the whole Engine.IO connection, so the client reconnects by itself (``code`` unused)."""
         if self._closing:
@@ -429,6 +478,11 @@ class YjsNamespace(socketio.AsyncNamespace):
         try:
             if event == "sync-step-1":
                 diff = peer.room.diff_since(_one_binary(event, data))
+                if len(diff) > SYNC_PART_BYTES:
+                    # The ack is one message: it carries the first part, sync-update events the rest.
+                    parts = await session.sync_parts(diff)
+                    diff = parts[0]
+                    peer.send_in_parts(parts[1:])
                 session.count_out(1, len(diff))
                 return diff
             if event == "sync-update":

@@ -10,7 +10,14 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from .connection import LimitedWebSocketResponse, Refusal, Services, Session
+from .connection import (
+    SYNC_PART_BYTES,
+    LimitedWebSocketResponse,
+    Refusal,
+    Services,
+    Session,
+    wait_until_sent,
+)
 from .keys import SERVICES
 from .logs import log_event
 from .rooms import Broadcast, InvalidUpdate, Peer, Room
@@ -37,6 +44,9 @@ PROTOCOL = "ywebsocket"
 # reconnecting (``defaultShouldReconnect`` in y-websocket.js); every other code is retried.
 CLOSE_FORBIDDEN = 4403
 CLOSE_MESSAGE_TOO_BIG = 4413
+_SYNC_STEP2_PREFIX = bytes((MESSAGE_SYNC, SYNC_STEP2))
+# How long one part of a large first sync may take to be received before the client counts as stalled.
+_PART_WAIT_S = 300.0
 
 
 def _encode_frame(message: Broadcast) -> bytes:
@@ -58,6 +68,7 @@ class YWebsocketPeer(Peer):
         self._transport = transport
         self._closing = False
         self.close_task: asyncio.Task[Any] | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
 
     @property
     def transport(self) -> str:
@@ -76,6 +87,34 @@ class YWebsocketPeer(Peer):
         frame: bytes = message.encoded(PROTOCOL, _encode_frame)
         transport.write(frame)
         return len(frame)
+
+    def send_in_parts(self, diff: bytes) -> None:
+        """Send a large SyncStep2 body as several messages, in the background, paced by the socket.
+
+        Updates first, SyncStep2 last: y-websocket counts itself synced on SyncStep2. Meanwhile
+        the connection keeps reading (the client's own edits are not held up) and broadcasts
+        interleave between parts (whole frames; updates apply in any order).
+        """
+        task = asyncio.create_task(self._send_parts(diff))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _send_parts(self, diff: bytes) -> None:
+        parts = await self.session.sync_parts(diff)
+        for index, part in enumerate(parts):
+            message = sync_message(SYNC_STEP2 if index == len(parts) - 1 else SYNC_UPDATE, part)
+            if self._closing or self.ws.closed:
+                return
+            try:
+                await self.ws.send_bytes(message)
+            except (ConnectionError, RuntimeError):
+                return  # the connection is going; its reader ends it
+            self.session.count_out(1, len(message))
+            # About one part in flight: a ping or a broadcast never waits behind the whole sync.
+            if not await wait_until_sent(self._transport, SYNC_PART_BYTES, _PART_WAIT_S):
+                if not self._transport.is_closing():
+                    self.close_soon(f"first sync stalled: a part was not received within {_PART_WAIT_S:g} s")
+                return
 
     def close_soon(self, reason: str, code: int = WSCloseCode.GOING_AWAY) -> None:
         if self._closing:
@@ -188,7 +227,11 @@ async def handle_ywebsocket(request: web.Request) -> web.StreamResponse:
                 except (ProtocolError, InvalidUpdate) as exc:
                     session.rejected(exc, "message")
                     break
-                if reply is not None and await _send(ws, reply):
+                if reply is None:
+                    continue
+                if len(reply) > SYNC_PART_BYTES and reply.startswith(_SYNC_STEP2_PREFIX):
+                    peer.send_in_parts(read_var_bytes(reply, 2)[0])
+                elif await _send(ws, reply):
                     session.count_out(1, len(reply))
             elif msg.type == WSMsgType.TEXT:
                 session.fail(
@@ -202,6 +245,8 @@ async def handle_ywebsocket(request: web.Request) -> web.StreamResponse:
                 break
     finally:
         session.leave()
+        for task in list(peer.tasks):
+            task.cancel()
     if peer.close_task is not None:
         with contextlib.suppress(Exception):
             await peer.close_task

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
@@ -144,3 +145,94 @@ class RawPeer:
                 await asyncio.wait_for(reader, DEADLINE)
         if session is not None:
             await session.close()
+
+
+class _Bucket:
+    """A token bucket shared by every connection of a proxy: one link of ``rate`` bytes/s."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def take(self, nbytes: int) -> None:
+        """Wait until ``nbytes`` may pass (serialised: the link carries one packet at a time)."""
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            start = max(now, self._next)
+            self._next = start + nbytes / self.rate
+            # Rate shaping, not synchronisation: the bytes leave when the link has carried the last ones.
+            await asyncio.sleep(self._next - now)
+
+
+class SlowLinkProxy:
+    """A TCP proxy on 127.0.0.1 that carries ``rate`` bytes/s each way, like a slow network link.
+
+    Every client connection gets its own connection to ``target_port``; all share the link. The
+    proxy reads from one side only as fast as it writes to the other, with small socket buffers,
+    so the sender feels the slow link instead of filling a fast buffer.
+    """
+
+    SEGMENT = 8192  # bytes per read: 55 ms at 150 KB/s
+
+    def __init__(self, target_port: int, rate: float) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._down = _Bucket(rate)
+        self._up = _Bucket(rate)
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        """Base http URL of the proxy."""
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> SlowLinkProxy:
+        """Listen on a free port of 127.0.0.1."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=self.SEGMENT)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        upstream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * self.SEGMENT)
+        upstream.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(upstream, ("127.0.0.1", self.target_port))
+            server_reader, server_writer = await asyncio.open_connection(sock=upstream, limit=self.SEGMENT)
+        except OSError:
+            upstream.close()
+            client_writer.close()
+            return
+        client_writer.transport.set_write_buffer_limits(high=self.SEGMENT)
+        server_writer.transport.set_write_buffer_limits(high=self.SEGMENT)
+        pumps = [
+            asyncio.create_task(self._pump(server_reader, client_writer, self._down)),
+            asyncio.create_task(self._pump(client_reader, server_writer, self._up)),
+        ]
+        for task in pumps:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        for task in pumps:
+            task.cancel()
+        for writer in (client_writer, server_writer):
+            writer.close()
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, bucket: _Bucket
+    ) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            while data := await reader.read(self.SEGMENT):
+                await bucket.take(len(data))
+                writer.write(data)
+                await writer.drain()
+
+    async def stop(self) -> None:
+        """Stop listening and cut every proxied connection."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
