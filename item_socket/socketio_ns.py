@@ -391,9 +391,9 @@ class SocketIOPeer(Peer):
     def send_in_parts(self, parts: list[bytes]) -> None:
         """Emit ``parts`` (Yjs updates) as ``sync-update`` events, in the background, paced.
 
-        Each part is queued once Engine.IO's writer (or the client's poll) took the previous one,
-        so the server's pings go out between parts instead of behind all of them (the client
-        drops a connection that gets no ping for ping interval + timeout).
+        Each part is queued once the client has about received the previous one, so the server's
+        pings go out between parts instead of behind all of them (socket.io-client drops a
+        connection that gets no ping for ping interval + ping timeout: 45 s by default).
         """
         if parts:
             task = asyncio.create_task(self._send_parts(parts))
@@ -401,30 +401,39 @@ class SocketIOPeer(Peer):
             task.add_done_callback(self.tasks.discard)
 
     async def _send_parts(self, parts: list[bytes]) -> None:
-        for part in parts:
+        for index, part in enumerate(parts):
             socket = self.sio.eio.sockets.get(self.eio_sid)
             if self._closing or self.session.room is None or socket is None or socket.closed:
                 return
+            if index and not await self._previous_part_sent(socket):
+                return
             await self.sio.emit("sync-update", part, to=self.sid, namespace=self.namespace)
             self.session.count_out(1, len(part))
-            for _ in range(_PART_WAITS):  # bounded: a stalled client is closed
-                try:
-                    await asyncio.wait_for(socket.queue.join(), _PART_WAIT_S)
-                    break
-                except TimeoutError:
-                    if socket.closed or self._closing:
-                        return
-            else:
-                self.close_soon(f"first sync stalled: a part waited {_PART_WAITS * _PART_WAIT_S:g} s")
-                return
-            # Over WebSocket, "taken by the writer" is not "received": the kernel buffers
-            # megabytes. Wait until the client acknowledged all but about one part.
-            entry = self._websockets.by_eio_sid.get(self.eio_sid)
-            if entry is not None and entry[1] is not None:
-                if not await wait_until_sent(entry[1], SYNC_PART_BYTES, _PART_WAITS * _PART_WAIT_S):
-                    if not entry[1].is_closing():
-                        self.close_soon("first sync stalled: a part was not received in time")
-                    return
+
+    async def _previous_part_sent(self, socket: Any) -> bool:
+        """Wait until the client has about received what was queued; False (closing it) if stalled."""
+        for _ in range(_PART_WAITS):  # bounded: a stalled client is closed
+            try:
+                # Taken by Engine.IO's writer, or by the client's poll (polling then paces itself).
+                await asyncio.wait_for(socket.queue.join(), _PART_WAIT_S)
+                break
+            except TimeoutError:
+                if socket.closed or self._closing:
+                    return False
+        else:
+            self.close_soon(f"first sync stalled: a part waited {_PART_WAITS * _PART_WAIT_S:g} s")
+            return False
+        # Over WebSocket, "taken by the writer" is not "received": the kernel buffers megabytes.
+        # Wait until the client acknowledged all but about one part.
+        entry = self._websockets.by_eio_sid.get(self.eio_sid)
+        transport = entry[1] if entry is not None else None
+        if transport is not None and not await wait_until_sent(
+            transport, SYNC_PART_BYTES, _PART_WAITS * _PART_WAIT_S
+        ):
+            if not transport.is_closing():
+                self.close_soon("first sync stalled: a part was not received in time")
+            return False
+        return True
 
     def close_soon(self, reason: str, code: int = WSCloseCode.GOING_AWAY) -> None:
         """Close the whole Engine.IO connection, so the client reconnects by itself (``code`` unused)."""

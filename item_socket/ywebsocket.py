@@ -102,19 +102,19 @@ class YWebsocketPeer(Peer):
     async def _send_parts(self, diff: bytes) -> None:
         parts = await self.session.sync_parts(diff)
         for index, part in enumerate(parts):
-            message = sync_message(SYNC_STEP2 if index == len(parts) - 1 else SYNC_UPDATE, part)
+            # About one part in flight: a ping or a broadcast never waits behind the whole sync.
+            if index and not await wait_until_sent(self._transport, SYNC_PART_BYTES, _PART_WAIT_S):
+                if not self._transport.is_closing():
+                    self.close_soon(f"first sync stalled: a part was not received within {_PART_WAIT_S:g} s")
+                return
             if self._closing or self.ws.closed:
                 return
+            message = sync_message(SYNC_STEP2 if index == len(parts) - 1 else SYNC_UPDATE, part)
             try:
                 await self.ws.send_bytes(message)
             except (ConnectionError, RuntimeError):
                 return  # the connection is going; its reader ends it
             self.session.count_out(1, len(message))
-            # About one part in flight: a ping or a broadcast never waits behind the whole sync.
-            if not await wait_until_sent(self._transport, SYNC_PART_BYTES, _PART_WAIT_S):
-                if not self._transport.is_closing():
-                    self.close_soon(f"first sync stalled: a part was not received within {_PART_WAIT_S:g} s")
-                return
 
     def close_soon(self, reason: str, code: int = WSCloseCode.GOING_AWAY) -> None:
         if self._closing:

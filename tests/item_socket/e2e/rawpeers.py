@@ -196,6 +196,10 @@ class SlowLinkProxy:
         return self
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         upstream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * self.SEGMENT)
         upstream.setblocking(False)
@@ -215,11 +219,13 @@ class SlowLinkProxy:
         for task in pumps:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-        for task in pumps:
-            task.cancel()
-        for writer in (client_writer, server_writer):
-            writer.close()
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in pumps:
+                task.cancel()
+            for writer in (client_writer, server_writer):
+                writer.close()
 
     async def _pump(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, bucket: _Bucket
@@ -234,5 +240,7 @@ class SlowLinkProxy:
         """Stop listening and cut every proxied connection."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
