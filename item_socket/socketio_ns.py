@@ -327,6 +327,7 @@ class SocketIOPeer(Peer):
         self.namespace = namespace
         self.room = room
         self._websockets = websockets
+        self._buffer_limit = session.buffer_limit
         self._closing = False
         self.tasks: set[asyncio.Task[Any]] = set()
 
@@ -373,13 +374,17 @@ class SocketIOPeer(Peer):
             transport = entry[1]
             if transport is None or transport.is_closing():
                 return 0
-            if self.session.slow_consumer(transport.get_write_buffer_size(), self.session.buffer_limit):
+            waiting = transport.get_write_buffer_size()
+            if waiting > self._buffer_limit:  # compared here: this runs once per delivery
+                self.session.slow_consumer(waiting, self._buffer_limit)
                 return 0
             # Both frames in one buffer, built once per broadcast: one write (one send) per peer.
             frames: bytes = message.encoded("socketio-ws", self._websocket_frames)
             transport.write(frames)
             return len(frames)
-        if self.session.slow_consumer(socket.queue.qsize(), _MAX_QUEUED_PACKETS, "packets"):
+        queued = socket.queue.qsize()
+        if queued > _MAX_QUEUED_PACKETS:
+            self.session.slow_consumer(queued, _MAX_QUEUED_PACKETS, "packets")
             return 0
         socket.queue.put_nowait(self._header(message.event)[0])
         # One packet object per transport kind: Packet.encode() caches its first encoding

@@ -219,8 +219,12 @@ def _cut_item(
         offset = 0
         while offset < length:
             cut = min(offset + budget, length)
-            while cut < length and raw[cut] & 0xC0 == 0x80:  # never inside a UTF-8 sequence
+            while cut > offset and cut < length and raw[cut] & 0xC0 == 0x80:  # never inside a UTF-8 sequence
                 cut -= 1
+            if cut == offset:  # a budget smaller than one character: take that character whole
+                cut += 1
+                while cut < length and raw[cut] & 0xC0 == 0x80:
+                    cut += 1
             piece = raw[offset:cut]
             parts.append((write_var_uint(len(piece)) + piece, _utf16_length(piece)))
             offset = cut

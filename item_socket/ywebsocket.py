@@ -66,6 +66,7 @@ class YWebsocketPeer(Peer):
         self.session = session
         self.document = session.document
         self._transport = transport
+        self._buffer_limit = session.buffer_limit
         self._closing = False
         self.close_task: asyncio.Task[Any] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
@@ -82,7 +83,9 @@ class YWebsocketPeer(Peer):
         transport = self._transport
         if self._closing or transport.is_closing():
             return 0
-        if self.session.slow_consumer(transport.get_write_buffer_size(), self.session.buffer_limit):
+        waiting = transport.get_write_buffer_size()
+        if waiting > self._buffer_limit:  # compared here: this runs once per delivery
+            self.session.slow_consumer(waiting, self._buffer_limit)
             return 0
         frame: bytes = message.encoded(PROTOCOL, _encode_frame)
         transport.write(frame)

@@ -112,6 +112,14 @@ def test_one_large_string_is_cut_into_parts_of_the_budget(alphabet: str) -> None
     assert _contents(_rebuilt(parts[::-1])) == _contents(doc)
 
 
+def test_a_budget_smaller_than_a_character_still_makes_progress() -> None:
+    doc: Doc = Doc()
+    doc.get("text", type=Text).insert(0, "😀é日" * 50)
+    parts = split_update(doc.get_update(), 3)
+    assert len(parts) > 50
+    assert _contents(_rebuilt(parts)) == _contents(doc)
+
+
 def test_a_diff_against_a_state_vector_is_split_too() -> None:
     doc: Doc = Doc()
     text = doc.get("text", type=Text)
