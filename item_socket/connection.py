@@ -2,7 +2,9 @@
 
 A ``Session`` owns what both protocols share: admission (draining, ``--max-connections``),
 authorization, joining the document, the per-connection rate limit, waiting for a rebuilding
-document, the error metrics and logs, and the slow-consumer check. The protocol handlers
+document, the error metrics and logs, the slow-consumer check, and cutting a large first sync
+into parts; ``LimitedWebSocketResponse`` makes the close for an oversized message final, and
+``wait_until_sent`` paces by what the client received. The protocol handlers
 (``ywebsocket.py``, ``socketio_ns.py``) only translate their wire format to and from it, as
 pycrdt-websocket's shared websocket abstraction does; a scale-out (Redis) adds to this module.
 """

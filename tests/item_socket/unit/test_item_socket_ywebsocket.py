@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 from pycrdt import Doc, Text
 
-from item_socket.keys import REGISTRY
+from item_socket.keys import METRICS, REGISTRY
 from item_socket.yprotocol import (
     MESSAGE_QUERY_AWARENESS,
     SYNC_STEP2,
@@ -190,6 +190,9 @@ async def test_oversized_message_closes_the_connection(
     await bad.send_raw(sync_message(SYNC_UPDATE, b"\x00" * (65 * 1024)))
     await bad.closed.wait()
     assert bad.close_code == 4413  # final for y-websocket clients: the same upload would fail again
+    errors = server.app[METRICS].errors
+    assert errors.labels("message_too_big")._value.get() == 1
+    assert errors.labels("transport")._value.get() == 0
     good = await YWebsocketClient(session, server.ws_url("big")).connect()
     good.text += "still here"
     await good.close()
