@@ -262,13 +262,13 @@ class Room:
         """Apply a client's awareness update; changes are relayed to every peer.
 
         A client ID belongs to the connection that announced it last: with a newer clock (see
-        ``_on_awareness_change``), or in the connection's first awareness message even at the
-        same clock. A client that reconnected while its old connection lingers re-announces its
-        ID at the same clock (y-websocket issue 126); closing the old connection must not remove
-        it. Only the first message counts at the same clock because clients relay every awareness
-        change they receive back to the server (the npm providers do): those echoes carry other
-        clients' IDs at known clocks and must not take them over. A client announces itself on
-        connect, before it can relay anything.
+        ``_on_awareness_change``), or, even at the same clock, as the only entry of the
+        connection's first awareness message. A client that reconnected while its old connection
+        lingers re-announces its ID at the same clock (y-websocket issue 126); closing the old
+        connection must not remove it. Other same-clock entries claim nothing: clients relay every
+        awareness change they receive back to the server (the npm providers do), and those echoes
+        carry other clients' IDs at known clocks. The npm providers announce themselves on
+        connect, alone (``[doc.clientID]``), before they can relay anything.
         """
         try:
             entries = awareness_entries(update)
@@ -277,9 +277,9 @@ class Room:
             raise InvalidUpdate(f"invalid awareness update ({len(update)} bytes): {exc}") from exc
         if not origin.awareness_announced:
             origin.awareness_announced = True
-            states = self.awareness.states
-            for client_id, _clock, removed in entries:
-                if not removed and client_id in states:
+            if len(entries) == 1:
+                client_id, _clock, removed = entries[0]
+                if not removed and client_id in self.awareness.states:
                     self._own(client_id, origin)
 
     def _own(self, client_id: int, peer: Peer) -> None:

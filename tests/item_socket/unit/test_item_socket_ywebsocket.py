@@ -89,6 +89,31 @@ async def test_awareness_ownership_moves_with_a_newer_clock_and_echoes_do_not_ta
     await watch.close()
 
 
+async def test_a_relayed_snapshot_as_first_awareness_message_takes_nothing_over(
+    server: RunningServer, session: aiohttp.ClientSession
+) -> None:
+    # A client without presence of its own (local state null) sends, as its first awareness
+    # message, the npm providers' echo of the server's snapshot: several IDs at known clocks.
+    a = await YWebsocketClient(session, server.ws_url("echo")).connect()
+    b = await YWebsocketClient(session, server.ws_url("echo")).connect()
+    await a.send_awareness(20, 1, {"a": 1})
+    await b.send_awareness(21, 1, {"b": 1})
+    viewer = await YWebsocketClient(session, server.ws_url("echo")).connect()
+    await wait_until(lambda: {20, 21} <= set(viewer.awareness_seen), what="the snapshot")
+    assert viewer.ws is not None
+    two = write_var_uint(2) + awareness_update(20, 1, {"a": 1})[1:] + awareness_update(21, 1, {"b": 1})[1:]
+    await viewer.send_raw(b"\x01" + write_var_uint(len(two)) + two)
+    watch = await YWebsocketClient(session, server.ws_url("echo")).connect()
+    await b.send_awareness(21, 2, {"b": "barrier"})
+    await wait_until(lambda: watch.awareness_seen.get(21) == {"b": "barrier"}, what="the barrier")
+    await viewer.close()
+    await b.send_awareness(21, 3, {"b": "after"})
+    await wait_until(lambda: watch.awareness_seen.get(21) == {"b": "after"}, what="a change after the close")
+    assert watch.awareness_seen.get(20) == {"a": 1}, "the viewer's echo took client 20 over"
+    for client in (a, b, watch):
+        await client.close()
+
+
 async def test_query_awareness_is_answered(server: RunningServer, session: aiohttp.ClientSession) -> None:
     a = await YWebsocketClient(session, server.ws_url("query")).connect()
     await a.send_awareness(42, 1, {"name": "q"})
