@@ -141,3 +141,38 @@ def test_an_awareness_client_id_belongs_to_the_connection_that_announced_it_last
         loop.run(new.close())
         for observer in observers:
             wait_until(lambda o=observer: 7 not in o.awareness(), 10, f"{observer} to drop client 7")
+
+
+@pytest.mark.parametrize("protocol", ["ws", "sio"])
+def test_a_client_that_reconnected_while_its_old_connection_lingers_never_vanishes(
+    server: ServerProcess, agent_factory: AgentFactory, doc_name: str, protocol: str
+) -> None:
+    # The same npm client (client ID 7, same clock) on a new connection while its old one
+    # lingers; then the old TCP connection dies without a goodbye. Nobody may see 7 removed, not
+    # even briefly (the live client would re-announce itself a moment later: a flicker).
+    watch_agent = agent_factory()
+    observers = [watch_agent.open(f"watch-{p}", p, server, doc_name) for p in ("ws", "sio", "sio-polling")]
+    for observer in observers:
+        observer.wait_synced()
+    old_agent = agent_factory()
+    old = old_agent.open("old", protocol, server, doc_name, clientID=7, awareness={"user": "seven"})
+    old.wait_synced()
+    for observer in observers:
+        wait_until(lambda o=observer: o.awareness().get(7) == {"user": "seven"}, 10, f"{observer} to see 7")
+    new = agent_factory().open("new", protocol, server, doc_name, clientID=7, awareness={"user": "seven"})
+    new.wait_synced()
+    # Barrier: an edit the new connection sends after its awareness announce.
+    new.insert(0, "x")
+    for observer in observers:
+        observer.wait_text("x")
+
+    connections = server.metric("item_socket_connections")
+    old_agent.kill()
+    wait_until(lambda: server.metric("item_socket_connections") < connections, 10, "the old connection to go")
+    # Barrier: anything the close caused was broadcast before this edit.
+    new.insert(1, "y")
+    for observer in observers:
+        observer.wait_text("xy")
+        removals = [e for e in observer.events() if e["type"] == "awareness-removed" and 7 in e["ids"]]
+        assert not removals, f"{observer} saw the live client 7 removed: {removals}"
+        assert observer.awareness().get(7) == {"user": "seven"}
