@@ -487,7 +487,8 @@ class YjsNamespace(socketio.AsyncNamespace):
         received_at = time.perf_counter()
         if not session.accept_message(sum(len(d) for d in data if isinstance(d, bytes | str))):
             return None
-        if not await session.usable():
+        # The rebuild check is inline (no coroutine per message): this runs for every update.
+        if peer.room.rebuilding is not None and not await session.usable():
             return None  # the room closes this connection with its reason
         try:
             if event == "sync-step-1":

@@ -223,7 +223,10 @@ async def handle_ywebsocket(request: web.Request) -> web.StreamResponse:
             if msg.type == WSMsgType.BINARY:
                 received_at = time.perf_counter()
                 data: bytes = msg.data
-                if not session.accept_message(len(data)) or not await session.usable():
+                if not session.accept_message(len(data)):
+                    break
+                # The rebuild check is inline (no coroutine per message): this runs for every update.
+                if room.rebuilding is not None and not await session.usable():
                     break
                 try:
                     reply = handle_message(room, peer, data, received_at)
