@@ -37,8 +37,9 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(sig, on_signal, sig)
 
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=max(0.1, settings.shutdown_grace / 4),
-                           handle_signals=False)
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=max(0.1, settings.shutdown_grace / 4), handle_signals=False
+    )
     try:
         await runner.setup()
     except StoreError as exc:
@@ -48,18 +49,44 @@ async def serve(settings: Settings) -> int:
     try:
         await site.start()
     except OSError as exc:
-        log_event(logger, logging.ERROR, "listen_failed", "cannot listen on %s:%d: %s", settings.host,
-                  settings.port, exc, host=settings.host, port=settings.port)
+        log_event(
+            logger,
+            logging.ERROR,
+            "listen_failed",
+            "cannot listen on %s:%d: %s",
+            settings.host,
+            settings.port,
+            exc,
+            host=settings.host,
+            port=settings.port,
+        )
         await runner.cleanup()
         return 1
-    log_event(logger, logging.INFO, "listening", "listening on %s:%d", settings.host, settings.port,
-              host=settings.host, port=settings.port, data_dir=str(settings.data_dir),
-              auth=settings.auth_secret_file is not None)
+    log_event(
+        logger,
+        logging.INFO,
+        "listening",
+        "listening on %s:%d",
+        settings.host,
+        settings.port,
+        host=settings.host,
+        port=settings.port,
+        data_dir=str(settings.data_dir),
+        auth=settings.auth_secret_file is not None,
+    )
 
     await stop.wait()
     started = time.monotonic()
-    log_event(logger, logging.INFO, "shutdown_started", "received %s: shutting down (grace %.1f s)",
-              received[0], settings.shutdown_grace, signal=received[0], grace=settings.shutdown_grace)
+    log_event(
+        logger,
+        logging.INFO,
+        "shutdown_started",
+        "received %s: shutting down (grace %.1f s)",
+        received[0],
+        settings.shutdown_grace,
+        signal=received[0],
+        grace=settings.shutdown_grace,
+    )
     # A second signal while draining cuts it short.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
@@ -68,13 +95,24 @@ async def serve(settings: Settings) -> int:
             await drain(app, settings.shutdown_grace / 2)
             await runner.cleanup()
     except TimeoutError:
-        log_event(logger, logging.ERROR, "shutdown_timeout", "shutdown exceeded %.1f s; exiting anyway",
-                  settings.shutdown_grace)
+        log_event(
+            logger,
+            logging.ERROR,
+            "shutdown_timeout",
+            "shutdown exceeded %.1f s; exiting anyway",
+            settings.shutdown_grace,
+        )
         with contextlib.suppress(Exception):
             await asyncio.wait_for(app[REGISTRY].flush(), settings.shutdown_grace * 0.1)
         return 1
-    log_event(logger, logging.INFO, "stopped", "stopped in %.3f s", time.monotonic() - started,
-              seconds=round(time.monotonic() - started, 3))
+    log_event(
+        logger,
+        logging.INFO,
+        "stopped",
+        "stopped in %.3f s",
+        time.monotonic() - started,
+        seconds=round(time.monotonic() - started, 3),
+    )
     return 0
 
 

@@ -11,8 +11,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .auth import Authorizer
+from .connection import Services
 from .connections import Connections
-from .keys import AUTHORIZER, CONNECTIONS, DRAINED, METRICS, REGISTRY, SETTINGS, SOCKETIO, STORE
+from .keys import AUTHORIZER, CONNECTIONS, DRAINED, METRICS, REGISTRY, SERVICES, SETTINGS, SOCKETIO, STORE
 from .logs import log_event
 from .metrics import Metrics
 from .rooms import RoomRegistry
@@ -44,13 +45,16 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> web.Ap
     connections = Connections(settings.max_connections)
     if store is None:
         store = SQLiteStore(settings.data_dir, compact_after=settings.compact_after)
-    registry = RoomRegistry(store, metrics, flush_interval=settings.flush_interval,
-                            unload_grace=settings.unload_grace)
+    registry = RoomRegistry(
+        store, metrics, flush_interval=settings.flush_interval, unload_grace=settings.unload_grace
+    )
     authorizer = Authorizer.from_file(settings.auth_secret_file)
     websockets = WebSockets()
     sio = create_socketio_server(settings, metrics, websockets)
-    sio.register_namespace(YjsNamespace(settings=settings, registry=registry, connections=connections,
-                                        authorizer=authorizer, metrics=metrics, websockets=websockets))
+    services = Services(
+        settings=settings, registry=registry, connections=connections, authorizer=authorizer, metrics=metrics
+    )
+    sio.register_namespace(YjsNamespace(services, websockets))
     metrics.bind_live(
         connections=connections.counts,
         documents=lambda: len(registry.rooms),
@@ -66,9 +70,10 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> web.Ap
     app[STORE] = store
     app[REGISTRY] = registry
     app[SOCKETIO] = sio
+    app[SERVICES] = services
     app[DRAINED] = asyncio.Event()
 
-    app.middlewares.append(_refuse_new_sessions_while_draining)
+    app.middlewares.append(_refuse_new_sessions_while_unavailable)
     app.middlewares.append(oversized_polling_guard(sio, metrics, settings.max_message_bytes))
     app.middlewares.append(closed_session_guard(sio))
     sio.attach(app)
@@ -99,8 +104,14 @@ async def drain(app: web.Application, seconds: float) -> None:
     try:
         await asyncio.wait_for(connections.wait_empty(), seconds)
     except TimeoutError:
-        log_event(logger, logging.WARNING, "drain_incomplete", "%d connections did not close in %.1f s",
-                  len(connections.peers), seconds)
+        log_event(
+            logger,
+            logging.WARNING,
+            "drain_incomplete",
+            "%d connections did not close in %.1f s",
+            len(connections.peers),
+            seconds,
+        )
     # Engine.IO sessions not (or no longer) in a document namespace.
     try:
         await asyncio.wait_for(app[SOCKETIO].shutdown(), max(0.1, deadline - time.monotonic()))
@@ -108,8 +119,15 @@ async def drain(app: web.Application, seconds: float) -> None:
         log_event(logger, logging.WARNING, "drain_incomplete", "Socket.IO shutdown: %r", exc)
     await app[REGISTRY].flush()
     app[DRAINED].set()
-    log_event(logger, logging.INFO, "drained", "drained in %.3f s (%d connections left)",
-              time.monotonic() - started, len(connections.peers), left=len(connections.peers))
+    log_event(
+        logger,
+        logging.INFO,
+        "drained",
+        "drained in %.3f s (%d connections left)",
+        time.monotonic() - started,
+        len(connections.peers),
+        left=len(connections.peers),
+    )
 
 
 async def _drain_on_shutdown(app: web.Application) -> None:
@@ -117,12 +135,16 @@ async def _drain_on_shutdown(app: web.Application) -> None:
 
 
 @web.middleware
-async def _refuse_new_sessions_while_draining(
+async def _refuse_new_sessions_while_unavailable(
     request: web.Request, handler: web.Handler
 ) -> web.StreamResponse:
-    if not request.app[CONNECTIONS].accepting and request.path.startswith("/socket.io/") \
-            and "sid" not in request.query:
-        raise web.HTTPServiceUnavailable(text="server is shutting down\n", headers={"Retry-After": "1"})
+    # A new Engine.IO session (no sid yet) is refused at the HTTP level while draining or full:
+    # socket.io-client retries a failed handshake with its growing backoff. Refused later, in the
+    # namespace, the client would get a final connect_error (see YjsNamespace.on_connect).
+    if request.path.startswith("/socket.io/") and "sid" not in request.query:
+        refusal = request.app[CONNECTIONS].admission_error()
+        if refusal:
+            raise web.HTTPServiceUnavailable(text=f"{refusal}\n", headers={"Retry-After": "1"})
     return await handler(request)
 
 

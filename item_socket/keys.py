@@ -8,6 +8,7 @@ import socketio
 from aiohttp import web
 
 from .auth import Authorizer
+from .connection import Services
 from .connections import Connections
 from .metrics import Metrics
 from .rooms import RoomRegistry
@@ -22,3 +23,4 @@ STORE = web.AppKey("store", DocumentStore)
 REGISTRY = web.AppKey("registry", RoomRegistry)
 SOCKETIO = web.AppKey("socketio", socketio.AsyncServer)
 DRAINED = web.AppKey("drained", asyncio.Event)
+SERVICES = web.AppKey("services", Services)

@@ -52,7 +52,8 @@ class _LiveGauges(Collector):
             value=self._backlog(),
         )
         yield GaugeMetricFamily(
-            "item_socket_store_healthy", "1 while the last store operation succeeded.",
+            "item_socket_store_healthy",
+            "1 while the last store operation succeeded.",
             value=int(self._store_healthy()),
         )
         yield GaugeMetricFamily("item_socket_draining", "1 while shutting down.", value=int(self._draining()))
@@ -67,14 +68,19 @@ class Metrics:
             "item_socket_messages", "Protocol messages.", ["protocol", "direction"], registry=self.registry
         )
         self.bytes = Counter(
-            "item_socket_bytes", "Payload bytes of protocol messages.", ["protocol", "direction"],
+            "item_socket_bytes",
+            "Payload bytes of protocol messages.",
+            ["protocol", "direction"],
             registry=self.registry,
         )
         # Label lookups cost more than the increments on the hot path: resolve them once.
         self._children = {
-            (protocol, direction): (self.messages.labels(protocol, direction),
-                                    self.bytes.labels(protocol, direction))
-            for protocol in PROTOCOLS for direction in ("in", "out")
+            (protocol, direction): (
+                self.messages.labels(protocol, direction),
+                self.bytes.labels(protocol, direction),
+            )
+            for protocol in PROTOCOLS
+            for direction in ("in", "out")
         }
         self.errors = Counter("item_socket_errors", "Errors by kind.", ["kind"], registry=self.registry)
         self.propagation = Histogram(
@@ -89,10 +95,12 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=self.registry,
         )
-        self.loads = Counter("item_socket_document_loads", "Documents loaded from the store.",
-                             registry=self.registry)
-        self.unloads = Counter("item_socket_document_unloads", "Documents unloaded from memory.",
-                               registry=self.registry)
+        self.loads = Counter(
+            "item_socket_document_loads", "Documents loaded from the store.", registry=self.registry
+        )
+        self.unloads = Counter(
+            "item_socket_document_unloads", "Documents unloaded from memory.", registry=self.registry
+        )
         self.rebuilds = Counter(
             "item_socket_document_rebuilds",
             "Documents rebuilt from their stored and pending updates after the Yjs decoder crashed on them.",

@@ -24,7 +24,7 @@ from pycrdt import Awareness, Doc, TransactionEvent
 from .logs import log_event
 from .metrics import Metrics
 from .store import DocumentStore, StoreError
-from .yprotocol import EMPTY_UPDATE, check_declared_count
+from .yprotocol import EMPTY_UPDATE, awareness_entries, check_declared_count
 
 logger = logging.getLogger(__name__)
 # Updates held while a room's document is rebuilt (normally for milliseconds).
@@ -78,7 +78,9 @@ class Peer(abc.ABC):
 
     def __init__(self, can_write: bool) -> None:
         self.can_write = can_write
+        # Awareness client IDs this connection owns: removed for everyone when it leaves.
         self.awareness_ids: set[int] = set()
+        self.awareness_announced = False
 
     @property
     @abc.abstractmethod
@@ -90,8 +92,11 @@ class Peer(abc.ABC):
         """Queue ``message`` for this client without awaiting; return the bytes written (0 if dropped)."""
 
     @abc.abstractmethod
-    def close_soon(self, reason: str) -> None:
-        """Start closing the connection (never synchronously removes the peer from its room)."""
+    def close_soon(self, reason: str, code: int = 1001) -> None:
+        """Start closing the connection (never synchronously removes the peer from its room).
+
+        ``code`` is the WebSocket close code (1001 going away: the client reconnects).
+        """
 
 
 class Room:
@@ -174,8 +179,9 @@ class Room:
                 raise
             integrated.clear()
             self._crashed(f"{len(update)}-byte update crashed the decoder: {exc!r}")
-            raise InvalidUpdate(f"Yjs update ({len(update)} bytes) crashed the decoder: {exc!r}",
-                                kind="decoder_panic") from exc
+            raise InvalidUpdate(
+                f"Yjs update ({len(update)} bytes) crashed the decoder: {exc!r}", kind="decoder_panic"
+            ) from exc
         if not integrated:
             return
         for part in integrated:
@@ -191,9 +197,16 @@ class Room:
     def _crashed(self, reason: str) -> None:
         """Stop using the Doc and have the registry rebuild it; updates wait until then."""
         self.rebuilding = asyncio.Event()
-        log_event(logger, logging.ERROR, "document_crashed",
-                  "document %r is rebuilt from its stored and pending updates: %s", self.name, reason,
-                  document=self.name, reason=reason)
+        log_event(
+            logger,
+            logging.ERROR,
+            "document_crashed",
+            "document %r is rebuilt from its stored and pending updates: %s",
+            self.name,
+            reason,
+            document=self.name,
+            reason=reason,
+        )
         if self._on_crash is not None:
             self._on_crash(self)
 
@@ -246,11 +259,38 @@ class Room:
             await self.rebuilding.wait()
 
     def apply_awareness(self, update: bytes, origin: Peer) -> None:
-        """Apply a client's awareness update; changes are relayed to every peer."""
+        """Apply a client's awareness update; changes are relayed to every peer.
+
+        A client ID belongs to the connection that announced it last: with a newer clock (see
+        ``_on_awareness_change``), or, even at the same clock, as the only entry of the
+        connection's first awareness message. A client that reconnected while its old connection
+        lingers re-announces its ID at the same clock (y-websocket issue 126); closing the old
+        connection must not remove it. Other same-clock entries claim nothing: clients relay every
+        awareness change they receive back to the server (the npm providers do), and those echoes
+        carry other clients' IDs at known clocks. The npm providers announce themselves on
+        connect, alone (``[doc.clientID]``), before they can relay anything.
+        """
         try:
+            entries = awareness_entries(update)
             self.awareness.apply_awareness_update(update, origin)
         except Exception as exc:
             raise InvalidUpdate(f"invalid awareness update ({len(update)} bytes): {exc}") from exc
+        if not origin.awareness_announced:
+            origin.awareness_announced = True
+            if len(entries) == 1:
+                client_id, _clock, removed = entries[0]
+                if not removed and client_id in self.awareness.states:
+                    self._own(client_id, origin)
+
+    def _own(self, client_id: int, peer: Peer) -> None:
+        """Make ``peer`` the owner of awareness ``client_id`` (removed when ``peer`` leaves)."""
+        previous = self._awareness_owner.get(client_id)
+        if previous is peer:
+            return
+        if previous is not None:
+            previous.awareness_ids.discard(client_id)
+        self._awareness_owner[client_id] = peer
+        peer.awareness_ids.add(client_id)
 
     def diff_since(self, state_vector: bytes) -> bytes:
         """The update a client with ``state_vector`` is missing (call ``wait_usable`` first)."""
@@ -276,8 +316,7 @@ class Room:
         changes, origin = change
         if isinstance(origin, Peer):
             for client_id in (*changes["added"], *changes["updated"]):
-                self._awareness_owner[client_id] = origin
-                origin.awareness_ids.add(client_id)
+                self._own(client_id, origin)
         for client_id in changes["removed"]:
             owner = self._awareness_owner.pop(client_id, None)
             if owner is not None:
@@ -359,8 +398,14 @@ class RoomRegistry:
             await asyncio.sleep(0.1 * (attempt + 1))
         lost = self.backlog()
         if lost:
-            log_event(logger, logging.ERROR, "updates_not_stored",
-                      "%d updates could not be written to the store before exit", lost, updates=lost)
+            log_event(
+                logger,
+                logging.ERROR,
+                "updates_not_stored",
+                "%d updates could not be written to the store before exit",
+                lost,
+                updates=lost,
+            )
         for room in self.rooms.values():
             if room.unload_timer is not None:
                 room.unload_timer.cancel()
@@ -424,8 +469,15 @@ class RoomRegistry:
         room = Room(name, doc, self.metrics, on_crash=self._start_rebuild)
         self.rooms[name] = room
         self.metrics.loads.inc()
-        log_event(logger, logging.DEBUG, "document_loaded", "loaded %r (%d stored updates)", name,
-                  len(updates), document=name)
+        log_event(
+            logger,
+            logging.DEBUG,
+            "document_loaded",
+            "loaded %r (%d stored updates)",
+            name,
+            len(updates),
+            document=name,
+        )
         return room
 
     def _doc_from(self, name: str, updates: list[bytes]) -> Doc:
@@ -438,8 +490,16 @@ class RoomRegistry:
                 if isinstance(exc, KeyboardInterrupt | SystemExit):
                     raise
                 self.metrics.errors.labels("store_corrupt").inc()
-                log_event(logger, logging.ERROR, "load_failed",
-                          "stored update %d of %r is unreadable: %r", index, name, exc, document=name)
+                log_event(
+                    logger,
+                    logging.ERROR,
+                    "load_failed",
+                    "stored update %d of %r is unreadable: %r",
+                    index,
+                    name,
+                    exc,
+                    document=name,
+                )
                 raise RoomLoadError(f"document {name!r} cannot be loaded") from exc
         return doc
 
@@ -467,24 +527,47 @@ class RoomRegistry:
                 doc = self._doc_from(room.name, [*stored, *room.pending])
             except RoomLoadError as exc:
                 # Unreadable stored bytes do not heal: retrying would hold the clients forever.
-                log_event(logger, logging.ERROR, "rebuild_failed", "cannot rebuild %r: %s", room.name, exc,
-                          document=room.name)
+                log_event(
+                    logger,
+                    logging.ERROR,
+                    "rebuild_failed",
+                    "cannot rebuild %r: %s",
+                    room.name,
+                    exc,
+                    document=room.name,
+                )
                 room.abandon(f"document {room.name!r} is unavailable (cannot be rebuilt)")
                 return
             except StoreError as exc:
                 self.store_healthy = False
                 self.metrics.errors.labels("store_read").inc()
-                log_event(logger, logging.ERROR, "rebuild_failed",
-                          "cannot rebuild %r (attempt %d): %s", room.name, attempt, exc, document=room.name)
-                await asyncio.sleep(min(0.1 * 2 ** attempt, 5.0))
+                log_event(
+                    logger,
+                    logging.ERROR,
+                    "rebuild_failed",
+                    "cannot rebuild %r (attempt %d): %s",
+                    room.name,
+                    attempt,
+                    exc,
+                    document=room.name,
+                )
+                await asyncio.sleep(min(0.1 * 2**attempt, 5.0))
                 continue
             if self._closing or self.rooms.get(room.name) is not room:
                 return
             count = len(stored) + len(room.pending)
             room.replace_doc(doc)
             self.metrics.rebuilds.inc()
-            log_event(logger, logging.WARNING, "document_rebuilt", "rebuilt %r in %.3f s (%d updates)",
-                      room.name, time.perf_counter() - started, count, document=room.name)
+            log_event(
+                logger,
+                logging.WARNING,
+                "document_rebuilt",
+                "rebuilt %r in %.3f s (%d updates)",
+                room.name,
+                time.perf_counter() - started,
+                count,
+                document=room.name,
+            )
             return
 
     def _start_unload(self, room: Room) -> None:
@@ -530,8 +613,15 @@ class RoomRegistry:
                     room.pending[:0] = updates[name]
                 self.store_healthy = False
                 self.metrics.errors.labels("store_write").inc()
-                log_event(logger, logging.ERROR, "flush_failed", "cannot write %d updates: %s",
-                          self._in_flight, exc, updates=self._in_flight)
+                log_event(
+                    logger,
+                    logging.ERROR,
+                    "flush_failed",
+                    "cannot write %d updates: %s",
+                    self._in_flight,
+                    exc,
+                    updates=self._in_flight,
+                )
                 return False
             finally:
                 self._in_flight = 0

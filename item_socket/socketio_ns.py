@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import engineio
@@ -22,13 +24,18 @@ from engineio.payload import Payload
 from socketio import packet as sio_packet
 from socketio.exceptions import ConnectionRefusedError as SocketIORefusal
 
-from .auth import Access, Authorizer, Unauthorized
-from .connections import Connections
-from .limits import TokenBucket
+from .connection import (
+    SYNC_PART_BYTES,
+    LimitedWebSocketResponse,
+    Refusal,
+    Services,
+    Session,
+    transport_failed,
+    wait_until_sent,
+)
 from .logs import log_event
 from .metrics import Metrics
-from .names import document_name_error
-from .rooms import Broadcast, InvalidUpdate, Peer, Room, RoomLoadError, RoomRegistry, RoomUnavailable
+from .rooms import Broadcast, InvalidUpdate, Peer, Room
 from .settings import Settings
 from .yprotocol import server_ws_frame
 
@@ -46,129 +53,195 @@ class WebSockets:
         self.closing_tasks: set[asyncio.Future[Any]] = set()
 
 
-def install_websocket_driver(sio: socketio.AsyncServer, websockets: WebSockets, metrics: Metrics) -> None:
-    """Make Engine.IO's aiohttp driver refuse compression, expose its sockets, read whole bodies.
+@dataclass(frozen=True)
+class _DriverContext:
+    """What the WebSocket driver needs besides python-engineio's handler and server."""
 
-    python-socketio's driver opens ``WebSocketResponse(max_msg_size=...)`` with aiohttp's default
-    ``compress=True`` (permessage-deflate: CPU per frame and per-connection compressor state that
-    rules out sharing pre-encoded frames), and keeps the response to itself. The replacement is set
-    on this server instance only, never on the library's module-level table.
+    sio: socketio.AsyncServer
+    websockets: WebSockets
+    metrics: Metrics
+
+
+class WebSocketDriver(EngineIOWebSocket):
+    """python-engineio's aiohttp WebSocket driver, replaced on our server only.
+
+    The library's driver opens ``WebSocketResponse(max_msg_size=...)`` with aiohttp's default
+    ``compress=True`` (permessage-deflate: CPU per frame, and per-connection compressor state that
+    rules out sharing pre-encoded frames), keeps the response to itself, closes it after a failed
+    send (dropping frames the client sent just before closing), and goes through a task per
+    received frame. This one is uncompressed, registered in ``WebSockets`` for the broadcast fast
+    path, never closes under a reader, and reads binary Yjs events itself (see ``wait``).
     """
 
-    class UncompressedWebSocket(EngineIOWebSocket):
-        async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
-            request: web.Request = environ["aiohttp.request"]
-            self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
-            await self._sock.prepare(request)
-            self.environ = environ
-            eio_socket = self.handler.__self__
-            eio_sid: str = eio_socket.sid
-            self._eio_socket = eio_socket
-            self._held: bytes | str | None = None
-            entry = (self._sock, request.transport)
-            websockets.by_eio_sid[eio_sid] = entry
-            try:
-                await self.handler(self)
-            finally:
-                if websockets.by_eio_sid.get(eio_sid) is entry:
-                    del websockets.by_eio_sid[eio_sid]
-                if not eio_socket.closed and not eio_socket.closing:
-                    # The handler was cancelled (aiohttp's handler_cancellation, used by its test
-                    # server) before python-engineio closed the session: without this, no
-                    # disconnect event ever fires and the client's room is never released.
-                    task = asyncio.ensure_future(eio_socket.close(
-                        wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE))
-                    websockets.closing_tasks.add(task)
-                    task.add_done_callback(websockets.closing_tasks.discard)
-            return self._sock
+    def __init__(self, context: _DriverContext, handler: Any, server: engineio.AsyncServer) -> None:
+        super().__init__(handler, server)
+        self._context = context
+        self._held: bytes | str | None = None
 
-        async def close(self) -> None:
-            # python-engineio's writer calls this when it stops, also after a failed send because
-            # the client already closed its end. Closing the response then would make the reader
-            # drop the frames the client sent before closing (updates lost at disconnect); with
-            # the transport already going, the reader reaches those frames and then the EOF.
-            transport = self.environ["aiohttp.request"].transport
-            if transport is None or transport.is_closing():
-                return
-            await self._sock.close()
+    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+        request: web.Request = environ["aiohttp.request"]
+        eio_socket = self.handler.__self__
+        eio_sid: str = eio_socket.sid
+        self._sock = LimitedWebSocketResponse(
+            max_msg_size=self.server.max_http_buffer_size,
+            compress=False,
+            on_too_big=functools.partial(self._tell_too_big, eio_sid),
+        )
+        await self._sock.prepare(request)
+        self.environ = environ
+        self._eio_socket = eio_socket
+        websockets = self._context.websockets
+        entry = (self._sock, request.transport)
+        websockets.by_eio_sid[eio_sid] = entry
+        try:
+            await self.handler(self)
+        finally:
+            if websockets.by_eio_sid.get(eio_sid) is entry:
+                del websockets.by_eio_sid[eio_sid]
+            if not eio_socket.closed and not eio_socket.closing:
+                # The handler was cancelled (aiohttp's handler_cancellation, used by its test
+                # server) before python-engineio closed the session: without this, no
+                # disconnect event ever fires and the client's room is never released.
+                task = asyncio.ensure_future(
+                    eio_socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+                )
+                websockets.closing_tasks.add(task)
+                task.add_done_callback(websockets.closing_tasks.discard)
+        return self._sock
 
-        async def wait(self) -> bytes | str:
-            # Why a receive fast path: python-engineio's WebSocket loop creates an asyncio task (and
-            # a wait_for timer) per incoming frame, then python-socketio decodes the header and
-            # reassembles the binary event through several layers of coroutines. With two frames
-            # per update that was about as much CPU as the rest of the server put together. Here
-            # the two frames of a client's binary ``sync-update``/``awareness-update`` (the text
-            # header, then its attachment) are read and handed to YjsNamespace.trigger_event
-            # (same checks, rate limit and metrics) without returning to python-engineio, in
-            # order, from the same reader. Everything else (pings, connects, acks, other events,
-            # polling) returns to python-engineio/python-socketio as before.
-            if self._held is not None:
-                data, self._held = self._held, None
+    async def _tell_too_big(self, eio_sid: str) -> None:
+        """Before the 1009 close: DISCONNECT every namespace, so socket.io-client stays away.
+
+        Written straight to the socket: packets queued for python-engineio's writer would come
+        after the close frame and never be read. The close then waits ``_TOLD_GRACE_S``:
+        socket.io-client acts on a decoded packet on its next tick but on a close at once, so a
+        close right behind the DISCONNECT overtook it (2 runs in 5) and the client reconnected.
+        A fixed grace, because the client's own close frame cannot be read once aiohttp's reader
+        failed on the oversized frame.
+        """
+        sio = self._context.sio
+        namespaces = _namespaces_of(sio, eio_sid)
+        for namespace in namespaces:
+            disconnect = sio.packet_class(sio_packet.DISCONNECT, namespace=namespace).encode()
+            await self._sock.send_str(eio_packet.Packet(eio_packet.MESSAGE, disconnect).encode())
+        if namespaces:
+            await asyncio.sleep(_TOLD_GRACE_S)
+
+    async def close(self) -> None:
+        # python-engineio's writer calls this when it stops, also after a failed send because
+        # the client already closed its end. Closing the response then would make the reader
+        # drop the frames the client sent before closing (updates lost at disconnect); with
+        # the transport already going, the reader reaches those frames and then the EOF.
+        transport = self.environ["aiohttp.request"].transport
+        if transport is None or transport.is_closing():
+            return
+        await self._sock.close()
+
+    async def wait(self) -> bytes | str:
+        # Why a receive fast path: python-engineio's WebSocket loop creates an asyncio task (and
+        # a wait_for timer) per incoming frame, then python-socketio decodes the header and
+        # reassembles the binary event through several layers of coroutines. With two frames
+        # per update that was about as much CPU as the rest of the server put together. Here
+        # the two frames of a client's binary ``sync-update``/``awareness-update`` (the text
+        # header, then its attachment) are read and handed to YjsNamespace.trigger_event
+        # (same checks, rate limit and metrics) without returning to python-engineio, in
+        # order, from the same reader. Everything else (pings, connects, acks, other events,
+        # polling) returns to python-engineio/python-socketio as before.
+        if self._held is not None:
+            data, self._held = self._held, None
+            return data
+        started = time.monotonic()
+        while True:
+            data = await self._receive()
+            # Return to python-engineio at least every ping interval: its read loop times out
+            # (and drops the connection) after ping_interval + ping_timeout without a frame.
+            if (
+                type(data) is not str
+                or not data.startswith(_BINARY_EVENT_HEADER)
+                or time.monotonic() - started > self.server.ping_interval
+            ):
                 return data
-            started = time.monotonic()
-            while True:
-                data = await self._receive()
-                # Return to python-engineio at least every ping interval: its read loop times out
-                # (and drops the connection) after ping_interval + ping_timeout without a frame.
-                if type(data) is not str or not data.startswith(_BINARY_EVENT_HEADER) \
-                        or time.monotonic() - started > self.server.ping_interval:
-                    return data
-                target = self._fast_event_target(data)
-                if target is None:
-                    return data
-                attachment = await self._receive()
-                if type(attachment) is not bytes:
-                    self._held = attachment  # not the attachment: python-socketio reports it
-                    return data
-                event, namespace, sid, handler = target
-                try:
-                    await handler.trigger_event(event, namespace, sid, attachment)
-                except Exception:
-                    # As python-engineio does for a failing handler: log, keep the connection.
-                    self.server.logger.exception("Unknown receive error")
+            target = self._fast_event_target(data)
+            if target is None:
+                return data
+            attachment = await self._receive()
+            if type(attachment) is not bytes:
+                self._held = attachment  # not the attachment: python-socketio reports it
+                return data
+            event, namespace, sid, handler = target
+            try:
+                await handler.trigger_event(event, namespace, sid, attachment)
+            except Exception:
+                # As python-engineio does for a failing handler: log, keep the connection.
+                self.server.logger.exception("Unknown receive error")
 
-        def _fast_event_target(self, header: str) -> tuple[str, str, str, YjsNamespace] | None:
-            """(event, namespace, sid, handler) if ``header`` starts a binary event we handle here."""
-            comma = header.find(",", len(_BINARY_EVENT_HEADER))
-            event = _FAST_EVENT_ARGUMENTS.get(header[comma + 1:]) if comma > 0 else None
-            if event is None:
-                return None
-            namespace = header[len(_BINARY_EVENT_HEADER):comma]
-            eio_socket = self._eio_socket
-            handler = sio.namespace_handlers.get("*")
-            # A binary packet still waiting for attachments in python-socketio owns the next frames.
-            if not namespace.startswith(NAMESPACE_PREFIX) or not isinstance(handler, YjsNamespace) \
-                    or not eio_socket.upgraded or eio_socket.upgrading \
-                    or eio_socket.sid in sio._binary_packet:
-                return None
-            sid = sio.manager.sid_from_eio_sid(eio_socket.sid, namespace)
-            if sid is None or not sio.manager.is_connected(sid, namespace):
-                return None
-            peer = handler.peers.get((namespace, sid))
-            # A rebuilding room makes the handler wait; that wait belongs to python-engineio's
-            # loop (no read timeout there), not to this read.
-            if peer is None or peer.room.rebuilding is not None:
-                return None
-            return event, namespace, sid, handler
+    def _fast_event_target(self, header: str) -> tuple[str, str, str, YjsNamespace] | None:
+        """(event, namespace, sid, handler) if ``header`` starts a binary event we handle here."""
+        comma = header.find(",", len(_BINARY_EVENT_HEADER))
+        event = _FAST_EVENT_ARGUMENTS.get(header[comma + 1 :]) if comma > 0 else None
+        if event is None:
+            return None
+        namespace = header[len(_BINARY_EVENT_HEADER) : comma]
+        eio_socket = self._eio_socket
+        sio = self._context.sio
+        handler = sio.namespace_handlers.get("*")
+        # A binary packet still waiting for attachments in python-socketio owns the next frames.
+        if (
+            not namespace.startswith(NAMESPACE_PREFIX)
+            or not isinstance(handler, YjsNamespace)
+            or not eio_socket.upgraded
+            or eio_socket.upgrading
+            or eio_socket.sid in sio._binary_packet
+        ):
+            return None
+        sid = sio.manager.sid_from_eio_sid(eio_socket.sid, namespace)
+        if sid is None or not sio.manager.is_connected(sid, namespace):
+            return None
+        peer = handler.peers.get((namespace, sid))
+        # A rebuilding room makes the handler wait; that wait belongs to python-engineio's
+        # loop (no read timeout there), not to this read.
+        if peer is None or peer.room.rebuilding is not None:
+            return None
+        return event, namespace, sid, handler
 
-        async def _receive(self) -> bytes | str:
-            msg = await self._sock.receive()
-            if msg.type == WSMsgType.ERROR:
-                kind = "message_too_big" if "too big" in str(msg.data).lower() else "transport"
-                metrics.errors.labels(kind).inc()
-                log_event(logger, logging.WARNING, "connection_error", "Socket.IO websocket failed: %s",
-                          msg.data, protocol=PROTOCOL, reason=str(msg.data))
-            if not isinstance(msg.data, bytes | str):
-                raise OSError(f"websocket closed ({msg.type.name})")
-            return msg.data
+    async def _receive(self) -> bytes | str:
+        msg = await self._sock.receive()
+        if msg.type == WSMsgType.ERROR:
+            documents = [
+                ns[len(NAMESPACE_PREFIX) :] for ns in _namespaces_of(self._context.sio, self._eio_socket.sid)
+            ]
+            transport_failed(self._context.metrics, PROTOCOL, msg.data, ",".join(documents) or None)
+        if not isinstance(msg.data, bytes | str):
+            raise OSError(f"websocket closed ({msg.type.name})")
+        return msg.data
 
-    def translate_request(request: web.Request) -> dict[str, Any]:
-        environ: dict[str, Any] = translate_aiohttp_request(request)
-        environ["wsgi.input"] = _ExactBody(request.content)
-        return environ
 
-    sio.eio._async = {**sio.eio._async, "websocket": UncompressedWebSocket,
-                      "translate_request": translate_request}
+def _namespaces_of(sio: socketio.AsyncServer, eio_sid: str) -> list[str]:
+    """The document namespaces the Engine.IO session ``eio_sid`` is attached to."""
+    handler = sio.namespace_handlers.get("*")
+    if not isinstance(handler, YjsNamespace):
+        return []
+    return [namespace for (namespace, _sid), peer in handler.peers.items() if peer.eio_sid == eio_sid]
+
+
+def _translate_request(request: web.Request) -> dict[str, Any]:
+    """python-engineio's aiohttp request translation, with a body that reads whole (``_ExactBody``)."""
+    environ: dict[str, Any] = translate_aiohttp_request(request)
+    environ["wsgi.input"] = _ExactBody(request.content)
+    return environ
+
+
+def install_websocket_driver(sio: socketio.AsyncServer, websockets: WebSockets, metrics: Metrics) -> None:
+    """Use ``WebSocketDriver`` and ``_translate_request`` on this server's Engine.IO instance only.
+
+    Set on the instance, never on python-engineio's module-level table shared by every server.
+    """
+    context = _DriverContext(sio, websockets, metrics)
+    sio.eio._async = {
+        **sio.eio._async,
+        "websocket": functools.partial(WebSocketDriver, context),
+        "translate_request": _translate_request,
+    }
 
 
 class _ExactBody:
@@ -191,6 +264,15 @@ class _ExactBody:
             return exc.partial
 
 
+# Seconds an oversized long-polling POST waits for its client to act on the DISCONNECT (it then
+# closes its session), and the grace between that DISCONNECT and the close over WebSocket.
+_TOLD_WAIT_S = 5.0
+_TOLD_GRACE_S = 1.0
+# A part of a large first sync may wait this long (in _PART_WAIT_S steps) for the previous one to go.
+_PART_WAIT_S = 30.0
+_PART_WAITS = 10
+# Packets queued for one polling (or upgrading) client before it is dropped as a slow consumer.
+_MAX_QUEUED_PACKETS = 10_000
 # An Engine.IO MESSAGE holding a Socket.IO BINARY_EVENT with one attachment, in a namespace.
 _BINARY_EVENT_HEADER = "451-"
 # The rest of the header after "<namespace>," as socket.io-client writes it (no ack id).
@@ -203,22 +285,49 @@ def _attachment_packet(message: Broadcast) -> eio_packet.Packet:
     return eio_packet.Packet(eio_packet.MESSAGE, message.payload)
 
 
+async def close_engineio_session(
+    sio: socketio.AsyncServer, websockets: WebSockets, eio_sid: str, code: int
+) -> None:
+    """Close an Engine.IO session at the transport level, so the client reconnects by itself.
+
+    Not a Socket.IO DISCONNECT, after which clients stay away: the client sees its transport close
+    and reconnects with its backoff, possibly to another replica. Over WebSocket the client ignores
+    an Engine.IO CLOSE packet, so the WebSocket itself is closed (with ``code``); a long-polling
+    session gets the CLOSE packet in its pending poll. Bounded: aiohttp's close waits at most 10 s.
+    """
+    entry = websockets.by_eio_sid.get(eio_sid)
+    with contextlib.suppress(Exception):
+        if entry is not None:
+            await entry[0].close(code=code)
+        else:
+            await sio.eio.disconnect(eio_sid)
+
+
 class SocketIOPeer(Peer):
     """One client of one ``/yjs|<document>`` namespace."""
 
     protocol = PROTOCOL
 
-    def __init__(self, sio: socketio.AsyncServer, websockets: WebSockets, *, sid: str, eio_sid: str,
-                 namespace: str, room: Room, can_write: bool, bucket: TokenBucket, buffer_limit: int) -> None:
-        super().__init__(can_write)
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        websockets: WebSockets,
+        session: Session,
+        *,
+        sid: str,
+        eio_sid: str,
+        namespace: str,
+        room: Room,
+    ) -> None:
+        super().__init__(session.can_write)
         self.sio = sio
+        self.session = session
         self.sid = sid
         self.eio_sid = eio_sid
         self.namespace = namespace
         self.room = room
-        self.bucket = bucket
         self._websockets = websockets
-        self._buffer_limit = buffer_limit
+        self._buffer_limit = session.buffer_limit
         self._closing = False
         self.tasks: set[asyncio.Task[Any]] = set()
 
@@ -237,8 +346,9 @@ class SocketIOPeer(Peer):
         key = ("socketio-header", event)
         cached = self.room.protocol_cache.get(key)
         if cached is None:
-            encoded = self.sio.packet_class(sio_packet.EVENT, namespace=self.namespace,
-                                            data=[event, b""]).encode()
+            encoded = self.sio.packet_class(
+                sio_packet.EVENT, namespace=self.namespace, data=[event, b""]
+            ).encode()
             header = eio_packet.Packet(eio_packet.MESSAGE, encoded[0])
             cached = self.room.protocol_cache[key] = (header, server_ws_frame(header.encode()))
         return cached
@@ -264,15 +374,17 @@ class SocketIOPeer(Peer):
             transport = entry[1]
             if transport is None or transport.is_closing():
                 return 0
-            if transport.get_write_buffer_size() > self._buffer_limit:
-                self.close_soon(f"slow consumer: more than {self._buffer_limit} bytes waiting to be sent")
+            waiting = transport.get_write_buffer_size()
+            if waiting > self._buffer_limit:  # compared here: this runs once per delivery
+                self.session.slow_consumer(waiting, self._buffer_limit)
                 return 0
             # Both frames in one buffer, built once per broadcast: one write (one send) per peer.
             frames: bytes = message.encoded("socketio-ws", self._websocket_frames)
             transport.write(frames)
             return len(frames)
-        if socket.queue.qsize() > 10_000:
-            self.close_soon("slow consumer: more than 10000 packets queued")
+        queued = socket.queue.qsize()
+        if queued > _MAX_QUEUED_PACKETS:
+            self.session.slow_consumer(queued, _MAX_QUEUED_PACKETS, "packets")
             return 0
         socket.queue.put_nowait(self._header(message.event)[0])
         # One packet object per transport kind: Packet.encode() caches its first encoding
@@ -281,41 +393,82 @@ class SocketIOPeer(Peer):
         socket.queue.put_nowait(message.encoded(key, _attachment_packet))
         return len(message.payload)
 
-    def close_soon(self, reason: str) -> None:
-        """Close the whole Engine.IO connection, so the client reconnects by itself."""
+    def send_in_parts(self, parts: list[bytes]) -> None:
+        """Emit ``parts`` (Yjs updates) as ``sync-update`` events, in the background, paced.
+
+        Each part is queued once the client has about received the previous one, so the server's
+        pings go out between parts instead of behind all of them (socket.io-client drops a
+        connection that gets no ping for ping interval + ping timeout: 45 s by default).
+        """
+        if parts:
+            task = asyncio.create_task(self._send_parts(parts))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _send_parts(self, parts: list[bytes]) -> None:
+        for index, part in enumerate(parts):
+            socket = self.sio.eio.sockets.get(self.eio_sid)
+            if self._closing or self.session.room is None or socket is None or socket.closed:
+                return
+            if index and not await self._previous_part_sent(socket):
+                return
+            await self.sio.emit("sync-update", part, to=self.sid, namespace=self.namespace)
+            self.session.count_out(1, len(part))
+
+    async def _previous_part_sent(self, socket: Any) -> bool:
+        """Wait until the client has about received what was queued; False (closing it) if stalled."""
+        for _ in range(_PART_WAITS):  # bounded: a stalled client is closed
+            try:
+                # Taken by Engine.IO's writer, or by the client's poll (polling then paces itself).
+                await asyncio.wait_for(socket.queue.join(), _PART_WAIT_S)
+                break
+            except TimeoutError:
+                if socket.closed or self._closing:
+                    return False
+        else:
+            self.close_soon(f"first sync stalled: a part waited {_PART_WAITS * _PART_WAIT_S:g} s")
+            return False
+        # Over WebSocket, "taken by the writer" is not "received": the kernel buffers megabytes.
+        # Wait until the client acknowledged all but about one part.
+        entry = self._websockets.by_eio_sid.get(self.eio_sid)
+        transport = entry[1] if entry is not None else None
+        if transport is not None and not await wait_until_sent(
+            transport, SYNC_PART_BYTES, _PART_WAITS * _PART_WAIT_S
+        ):
+            if not transport.is_closing():
+                self.close_soon("first sync stalled: a part was not received in time")
+            return False
+        return True
+
+    def close_soon(self, reason: str, code: int = WSCloseCode.GOING_AWAY) -> None:
+        """Close the whole Engine.IO connection, so the client reconnects by itself (``code`` unused)."""
         if self._closing:
             return
         self._closing = True
-        log_event(logger, logging.INFO, "connection_closed_by_server", "closing Socket.IO connection: %s",
-                  reason, protocol=PROTOCOL, document=self.room.name, reason=reason)
+        log_event(
+            logger,
+            logging.INFO,
+            "connection_closed_by_server",
+            "closing Socket.IO connection: %s",
+            reason,
+            protocol=PROTOCOL,
+            document=self.room.name,
+            reason=reason,
+        )
         task = asyncio.create_task(self._close())
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     async def _close(self) -> None:
-        # Close the Engine.IO session at the transport level (not a Socket.IO DISCONNECT, after
-        # which clients stay away): the client sees its transport close and reconnects, possibly
-        # to another replica. Over WebSocket the client ignores an Engine.IO CLOSE packet, so the
-        # WebSocket itself is closed.
-        entry = self._websockets.by_eio_sid.get(self.eio_sid)
-        with contextlib.suppress(Exception):
-            if entry is not None:
-                await entry[0].close(code=WSCloseCode.GOING_AWAY)
-            else:
-                await self.sio.eio.disconnect(self.eio_sid)
+        await close_engineio_session(self.sio, self._websockets, self.eio_sid, WSCloseCode.GOING_AWAY)
 
 
 class YjsNamespace(socketio.AsyncNamespace):
     """Catch-all namespace handler serving every ``/yjs|<document>`` namespace."""
 
-    def __init__(self, *, settings: Settings, registry: RoomRegistry, connections: Connections,
-                 authorizer: Authorizer, metrics: Metrics, websockets: WebSockets) -> None:
+    def __init__(self, services: Services, websockets: WebSockets) -> None:
         super().__init__("*")
-        self.settings = settings
-        self.registry = registry
-        self.connections = connections
-        self.authorizer = authorizer
-        self.metrics = metrics
+        self.services = services
         self.websockets = websockets
         self.peers: dict[tuple[str, str], SocketIOPeer] = {}
 
@@ -330,22 +483,22 @@ class YjsNamespace(socketio.AsyncNamespace):
         peer = self.peers.get((namespace, sid))
         if peer is None:
             return None
+        session = peer.session
         received_at = time.perf_counter()
-        size = sum(len(d) for d in data if isinstance(d, bytes | str))
-        self.metrics.count_in(PROTOCOL, size)
-        if not peer.bucket.allow():
-            self.metrics.errors.labels("rate_limited").inc()
-            peer.close_soon(f"rate limit exceeded ({self.settings.rate_limit:g} messages/s)")
+        if not session.accept_message(sum(len(d) for d in data if isinstance(d, bytes | str))):
             return None
-        if peer.room.rebuilding is not None:
-            try:
-                await peer.room.wait_usable()
-            except RoomUnavailable:
-                return None  # the room closes this connection with its reason
+        # The rebuild check is inline (no coroutine per message): this runs for every update.
+        if peer.room.rebuilding is not None and not await session.usable():
+            return None  # the room closes this connection with its reason
         try:
             if event == "sync-step-1":
                 diff = peer.room.diff_since(_one_binary(event, data))
-                self.metrics.count_out(PROTOCOL, 1, len(diff))
+                if len(diff) > SYNC_PART_BYTES:
+                    # The ack is one message: it carries the first part, sync-update events the rest.
+                    parts = await session.sync_parts(diff)
+                    diff = parts[0]
+                    peer.send_in_parts(parts[1:])
+                session.count_out(1, len(diff))
                 return diff
             if event == "sync-update":
                 update = _one_binary(event, data)
@@ -356,54 +509,61 @@ class YjsNamespace(socketio.AsyncNamespace):
                 peer.room.apply_awareness(_one_binary(event, data), peer)
                 return None
         except InvalidUpdate as exc:
-            self.metrics.errors.labels(exc.kind).inc()
-            peer.close_soon(f"malformed {event}: {exc}")
+            session.rejected(exc, event)
             return None
-        self.metrics.errors.labels("unknown_event").inc()
-        log_event(logger, logging.DEBUG, "unknown_event", "ignored unknown event %r", event,
-                  protocol=PROTOCOL, document=peer.room.name)
+        self.services.metrics.errors.labels("unknown_event").inc()
+        log_event(
+            logger,
+            logging.DEBUG,
+            "unknown_event",
+            "ignored unknown event %r",
+            event,
+            protocol=PROTOCOL,
+            document=peer.room.name,
+        )
         return None
 
     async def on_connect(self, namespace: str, sid: str, environ: dict[str, Any], auth: Any) -> bool:
         """Admit (or refuse with ConnectionRefusedError) a client joining ``/yjs|<document>``."""
         if not namespace.startswith(NAMESPACE_PREFIX):
-            self._refused(namespace, "unknown namespace (expected /yjs|<document>)")
+            log_event(
+                logger,
+                logging.WARNING,
+                "connection_refused",
+                "refused Socket.IO connection to %r: %s",
+                namespace,
+                "unknown namespace",
+                protocol=PROTOCOL,
+                namespace=namespace,
+                reason="unknown namespace (expected /yjs|<document>)",
+            )
             raise SocketIORefusal("Unknown namespace")
-        name = namespace[len(NAMESPACE_PREFIX):]
-        name_error = document_name_error(name)
-        if name_error:
-            self._refused(namespace, name_error)
-            raise SocketIORefusal(name_error)
-        refusal = self.connections.admission_error()
-        if refusal:
-            self._refused(namespace, refusal)
-            raise SocketIORefusal(refusal)
+        session = Session(self.services, PROTOCOL, namespace[len(NAMESPACE_PREFIX) :])
         token = auth.get("token") if isinstance(auth, dict) else None
         try:
-            access = self.authorizer.access(token if isinstance(token, str) else None, name)
-        except Unauthorized as exc:
-            self.metrics.errors.labels("unauthorized").inc()
-            self._refused(namespace, str(exc))
-            raise SocketIORefusal("Unauthorized") from None
-        try:
-            room = await self.registry.acquire(name)
-        except RoomLoadError as exc:
-            self.metrics.errors.labels("load_failed").inc()
-            self._refused(namespace, str(exc))
-            raise SocketIORefusal("Document unavailable") from None
+            session.admit()
+            session.authorize(token if isinstance(token, str) else None)
+            room = await session.join()
+        except Refusal as refusal:
+            if not refusal.final:
+                # socket.io-client never retries a namespace connect_error. Closing the
+                # Engine.IO session instead (before python-socketio can send the connect_error)
+                # makes it reconnect with its backoff, and send its offline edits once admitted.
+                eio_sid = self.server.manager.eio_sid_from_sid(sid, namespace)
+                if eio_sid is not None:
+                    await close_engineio_session(
+                        self.server, self.websockets, eio_sid, WSCloseCode.TRY_AGAIN_LATER
+                    )
+            raise SocketIORefusal(refusal.public) from None
         eio_sid = self.server.manager.eio_sid_from_sid(sid, namespace)
         if eio_sid is None or eio_sid not in self.server.eio.sockets:
-            self.registry.release(room)  # the client left while the document was loading
+            session.leave()  # the client left while the document was loading
             raise SocketIORefusal("Connection closed")
         peer = SocketIOPeer(
-            self.server, self.websockets, sid=sid, eio_sid=eio_sid, namespace=namespace, room=room,
-            can_write=access >= Access.WRITE,
-            bucket=TokenBucket(self.settings.rate_limit, self.settings.rate_burst),
-            buffer_limit=2 * self.settings.max_message_bytes,
+            self.server, self.websockets, session, sid=sid, eio_sid=eio_sid, namespace=namespace, room=room
         )
         self.peers[(namespace, sid)] = peer
-        self.connections.add(peer)
-        room.add_peer(peer)
+        session.attach(peer)
         # The initial sync must follow the CONNECT packet, which python-socketio queues only
         # after this handler returns.
         task = asyncio.create_task(self._initial_sync(peer))
@@ -414,11 +574,8 @@ class YjsNamespace(socketio.AsyncNamespace):
     def on_disconnect(self, namespace: str, sid: str) -> None:
         """Detach the client; its awareness states are removed for everyone at once."""
         peer = self.peers.pop((namespace, sid), None)
-        if peer is None:
-            return
-        peer.room.remove_peer(peer)
-        self.connections.discard(peer)
-        self.registry.release(peer.room)
+        if peer is not None:
+            peer.session.leave()
 
     async def _initial_sync(self, peer: SocketIOPeer) -> None:
         room = peer.room
@@ -430,24 +587,28 @@ class YjsNamespace(socketio.AsyncNamespace):
             try:
                 room.apply_update(_one_binary("sync-step-1 ack", list(args)), time.perf_counter(), peer)
             except InvalidUpdate as exc:
-                self.metrics.errors.labels(exc.kind).inc()
-                peer.close_soon(f"malformed sync-step-1 ack: {exc}")
+                peer.session.rejected(exc, "sync-step-1 ack")
 
         try:
             await room.wait_usable()  # RoomUnavailable: logged below, the room closes the connection
             state = room.doc.get_state()
-            await self.server.emit("sync-step-1", state, to=peer.sid, namespace=peer.namespace,
-                                   callback=on_client_diff)
+            await self.server.emit(
+                "sync-step-1", state, to=peer.sid, namespace=peer.namespace, callback=on_client_diff
+            )
             snapshot = room.awareness_snapshot() or room.awareness.encode_awareness_update([])
             await self.server.emit("awareness-update", snapshot, to=peer.sid, namespace=peer.namespace)
-            self.metrics.count_out(PROTOCOL, 2, len(state) + len(snapshot))
+            peer.session.count_out(2, len(state) + len(snapshot))
         except Exception as exc:
-            log_event(logger, logging.WARNING, "initial_sync_failed", "initial sync of %r failed: %s",
-                      room.name, exc, protocol=PROTOCOL, document=room.name)
-
-    def _refused(self, namespace: str, reason: str) -> None:
-        log_event(logger, logging.WARNING, "connection_refused", "refused Socket.IO connection to %r: %s",
-                  namespace, reason, protocol=PROTOCOL, namespace=namespace, reason=reason)
+            log_event(
+                logger,
+                logging.WARNING,
+                "initial_sync_failed",
+                "initial sync of %r failed: %s",
+                room.name,
+                exc,
+                protocol=PROTOCOL,
+                document=room.name,
+            )
 
 
 def _one_binary(event: str, data: list[Any]) -> bytes:
@@ -457,25 +618,52 @@ def _one_binary(event: str, data: list[Any]) -> bytes:
 
 
 def oversized_polling_guard(sio: socketio.AsyncServer, metrics: Metrics, max_bytes: int) -> Any:
-    """aiohttp middleware answering an oversized long-polling POST at once, and closing its session.
+    """aiohttp middleware answering an oversized long-polling POST itself, and ending its session.
 
     python-engineio refuses such a body but then waits, inside the request, for the session's
     queued packets to be polled, which never happens while the client waits for the POST: the
-    request hangs until the ping timeout.
+    request hung until the ping timeout. The client is told with a namespace DISCONNECT (after
+    which socket.io-client stays away; it reconnected and re-uploaded forever after a plain
+    close), and the POST is answered once the client has closed its session, or after
+    ``_TOLD_WAIT_S``: answered earlier, the failed POST would make it reconnect first.
     """
 
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         length = request.content_length
-        if request.method == "POST" and length is not None and length > max_bytes \
-                and request.path.startswith("/socket.io/"):
+        if (
+            request.method == "POST"
+            and length is not None
+            and length > max_bytes
+            and request.path.startswith("/socket.io/")
+        ):
             metrics.errors.labels("message_too_big").inc()
-            socket = sio.eio.sockets.get(request.query.get("sid", ""))
-            log_event(logger, logging.WARNING, "connection_error",
-                      "long-polling POST of %d bytes exceeds %d; closing the session", length, max_bytes,
-                      protocol=PROTOCOL, reason="message too big")
+            eio_sid = request.query.get("sid", "")
+            socket = sio.eio.sockets.get(eio_sid)
+            log_event(
+                logger,
+                logging.WARNING,
+                "message_too_big",
+                "long-polling POST of %d bytes exceeds --max-message-bytes %d; closing the session, "
+                "the client is told not to reconnect",
+                length,
+                max_bytes,
+                protocol=PROTOCOL,
+                reason=f"message too big: {length} bytes",
+            )
             if socket is not None and not socket.closed and not socket.closing:
-                await socket.close(wait=False, abort=False, reason=sio.eio.reason.TRANSPORT_ERROR)
+                namespaces = _namespaces_of(sio, eio_sid)
+                for namespace in namespaces:
+                    sid = sio.manager.sid_from_eio_sid(eio_sid, namespace)
+                    if sid is not None:
+                        await sio.disconnect(sid, namespace=namespace)
+                if namespaces:
+                    for _ in range(int(_TOLD_WAIT_S / 0.05)):  # bounded wait for the client's CLOSE
+                        if socket.closed:
+                            break
+                        await asyncio.sleep(0.05)
+                if not socket.closed and not socket.closing:
+                    await socket.close(wait=False, abort=False, reason=sio.eio.reason.TRANSPORT_ERROR)
             raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=length)
         return await handler(request)
 
@@ -557,4 +745,3 @@ def create_socketio_server(
     # knob the maintainer documents); the body size stays bounded by max_http_buffer_size.
     Payload.max_decode_packets = max(Payload.max_decode_packets, settings.max_message_bytes // 2)
     return sio
-

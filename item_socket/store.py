@@ -207,19 +207,35 @@ class SQLiteStore(DocumentStore):
         except Exception as exc:
             # Keep the log as it is: every update in it was applied successfully in memory, so a
             # merge failure is a pycrdt limitation, not bad data. Retry at the next append.
-            log_event(logger, logging.WARNING, "compaction_failed", "cannot compact %r: %s", name, exc,
-                      document=name)
+            log_event(
+                logger,
+                logging.WARNING,
+                "compaction_failed",
+                "cannot compact %r: %s",
+                name,
+                exc,
+                document=name,
+            )
             return
         db.execute("UPDATE documents SET snapshot = ?, log_length = 0 WHERE name = ?", (merged, name))
         db.execute("DELETE FROM updates WHERE name = ? AND id <= ?", (name, rows[-1][0]))
-        log_event(logger, logging.DEBUG, "compacted", "compacted %r: %d updates merged", name, len(rows),
-                  document=name)
+        log_event(
+            logger,
+            logging.DEBUG,
+            "compacted",
+            "compacted %r: %d updates merged",
+            name,
+            len(rows),
+            document=name,
+        )
 
     async def stats(self, name: str) -> tuple[int, int]:
         """(stored log length, snapshot size in bytes) of ``name``; for tests and diagnostics."""
+
         def query() -> tuple[int, int]:
             db = self._conn()
             row = db.execute("SELECT length(snapshot) FROM documents WHERE name = ?", (name,)).fetchone()
             (count,) = db.execute("SELECT count(*) FROM updates WHERE name = ?", (name,)).fetchone()
             return count, (row[0] if row else 0)
+
         return await self._run(query)

@@ -59,6 +59,24 @@ def read_var_bytes(data: bytes, pos: int) -> tuple[bytes, int]:
     return data[pos:end], end
 
 
+def awareness_entries(update: bytes) -> list[tuple[int, int, bool]]:
+    """(client ID, clock, removed) of each entry of an encoded awareness update, in order.
+
+    ``removed`` is True for a JSON ``null`` state. Raises ProtocolError on malformed input.
+    """
+    count, pos = read_var_uint(update, 0)
+    # Each entry takes at least 3 bytes (ID, clock, empty state string): no lying counts.
+    if count * 3 > len(update) - pos:
+        raise ProtocolError(f"awareness update declares {count} entries in {len(update)} bytes")
+    entries = []
+    for _ in range(count):
+        client_id, pos = read_var_uint(update, pos)
+        clock, pos = read_var_uint(update, pos)
+        state, pos = read_var_bytes(update, pos)
+        entries.append((client_id, clock, state == b"null"))
+    return entries
+
+
 def write_var_uint(value: int) -> bytes:
     """Encode a non-negative int as a varUint."""
     out = bytearray()

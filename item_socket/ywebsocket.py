@@ -10,15 +10,17 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from .auth import Access, Authorizer, Unauthorized
-from .connections import Connections
-from .keys import AUTHORIZER, CONNECTIONS, METRICS, REGISTRY, SETTINGS
-from .limits import TokenBucket
+from .connection import (
+    SYNC_PART_BYTES,
+    LimitedWebSocketResponse,
+    Refusal,
+    Services,
+    Session,
+    wait_until_sent,
+)
+from .keys import SERVICES
 from .logs import log_event
-from .metrics import Metrics
-from .names import document_name_error
-from .rooms import Broadcast, InvalidUpdate, Peer, Room, RoomLoadError, RoomRegistry, RoomUnavailable
-from .settings import Settings
+from .rooms import Broadcast, InvalidUpdate, Peer, Room
 from .yprotocol import (
     MESSAGE_AUTH,
     MESSAGE_AWARENESS,
@@ -38,6 +40,13 @@ from .yprotocol import (
 
 logger = logging.getLogger(__name__)
 PROTOCOL = "ywebsocket"
+# Close codes y-websocket clients (3.x) treat as final: 4400-4499 mirror HTTP 4xx and stop their
+# reconnecting (``defaultShouldReconnect`` in y-websocket.js); every other code is retried.
+CLOSE_FORBIDDEN = 4403
+CLOSE_MESSAGE_TOO_BIG = 4413
+_SYNC_STEP2_PREFIX = bytes((MESSAGE_SYNC, SYNC_STEP2))
+# How long one part of a large first sync may take to be received before the client counts as stalled.
+_PART_WAIT_S = 300.0
 
 
 def _encode_frame(message: Broadcast) -> bytes:
@@ -51,15 +60,16 @@ class YWebsocketPeer(Peer):
 
     protocol = PROTOCOL
 
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, can_write: bool,
-                 buffer_limit: int, document: str) -> None:
-        super().__init__(can_write)
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, session: Session) -> None:
+        super().__init__(session.can_write)
         self.ws = ws
-        self.document = document
+        self.session = session
+        self.document = session.document
         self._transport = transport
-        self._buffer_limit = buffer_limit
+        self._buffer_limit = session.buffer_limit
         self._closing = False
         self.close_task: asyncio.Task[Any] | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
 
     @property
     def transport(self) -> str:
@@ -73,19 +83,56 @@ class YWebsocketPeer(Peer):
         transport = self._transport
         if self._closing or transport.is_closing():
             return 0
-        if transport.get_write_buffer_size() > self._buffer_limit:
-            self.close_soon(f"slow consumer: more than {self._buffer_limit} bytes waiting to be sent")
+        waiting = transport.get_write_buffer_size()
+        if waiting > self._buffer_limit:  # compared here: this runs once per delivery
+            self.session.slow_consumer(waiting, self._buffer_limit)
             return 0
         frame: bytes = message.encoded(PROTOCOL, _encode_frame)
         transport.write(frame)
         return len(frame)
 
+    def send_in_parts(self, diff: bytes) -> None:
+        """Send a large SyncStep2 body as several messages, in the background, paced by the socket.
+
+        Updates first, SyncStep2 last: y-websocket counts itself synced on SyncStep2. Meanwhile
+        the connection keeps reading (the client's own edits are not held up) and broadcasts
+        interleave between parts (whole frames; updates apply in any order).
+        """
+        task = asyncio.create_task(self._send_parts(diff))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _send_parts(self, diff: bytes) -> None:
+        parts = await self.session.sync_parts(diff)
+        for index, part in enumerate(parts):
+            # About one part in flight: a ping or a broadcast never waits behind the whole sync.
+            if index and not await wait_until_sent(self._transport, SYNC_PART_BYTES, _PART_WAIT_S):
+                if not self._transport.is_closing():
+                    self.close_soon(f"first sync stalled: a part was not received within {_PART_WAIT_S:g} s")
+                return
+            if self._closing or self.ws.closed:
+                return
+            message = sync_message(SYNC_STEP2 if index == len(parts) - 1 else SYNC_UPDATE, part)
+            try:
+                await self.ws.send_bytes(message)
+            except (ConnectionError, RuntimeError):
+                return  # the connection is going; its reader ends it
+            self.session.count_out(1, len(message))
+
     def close_soon(self, reason: str, code: int = WSCloseCode.GOING_AWAY) -> None:
         if self._closing:
             return
         self._closing = True
-        log_event(logger, logging.INFO, "connection_closed_by_server", "closing y-websocket connection: %s",
-                  reason, protocol=PROTOCOL, document=self.document, reason=reason)
+        log_event(
+            logger,
+            logging.INFO,
+            "connection_closed_by_server",
+            "closing y-websocket connection: %s",
+            reason,
+            protocol=PROTOCOL,
+            document=self.document,
+            reason=reason,
+        )
         self.close_task = asyncio.create_task(self.ws.close(code=code, message=reason[:120].encode()))
 
 
@@ -134,54 +181,39 @@ async def _send(ws: web.WebSocketResponse, data: bytes) -> bool:
 
 async def handle_ywebsocket(request: web.Request) -> web.StreamResponse:
     """aiohttp handler of ``/ws/{doc}``: one y-websocket connection to one document."""
-    settings: Settings = request.app[SETTINGS]
-    registry: RoomRegistry = request.app[REGISTRY]
-    connections: Connections = request.app[CONNECTIONS]
-    authorizer: Authorizer = request.app[AUTHORIZER]
-    metrics: Metrics = request.app[METRICS]
-
-    name = request.match_info["doc"]
-    name_error = document_name_error(name)
-    if name_error:
-        raise web.HTTPBadRequest(text=f"{name_error}\n")
-    refusal = connections.admission_error()
-    if refusal:
-        raise web.HTTPServiceUnavailable(text=f"{refusal}\n", headers={"Retry-After": "1"})
+    services: Services = request.app[SERVICES]
+    session = Session(services, PROTOCOL, request.match_info["doc"])
+    try:
+        session.admit()
+    except Refusal as refusal:
+        if refusal.final:
+            raise web.HTTPBadRequest(text=f"{refusal.reason}\n") from None
+        raise web.HTTPServiceUnavailable(text=f"{refusal.reason}\n", headers={"Retry-After": "1"}) from None
     transport = request.transport
     if transport is None:
         raise web.HTTPBadRequest(text="connection already closed\n")
 
-    ws = web.WebSocketResponse(
+    ws = LimitedWebSocketResponse(
+        too_big_code=CLOSE_MESSAGE_TOO_BIG,  # final: the same upload would fail again
         compress=False,  # never permessage-deflate: see YWebsocketPeer.send_broadcast
-        max_msg_size=settings.max_message_bytes,
-        heartbeat=settings.ping_interval,
+        max_msg_size=services.settings.max_message_bytes,
+        heartbeat=services.settings.ping_interval,
     )
     await ws.prepare(request)
-
     try:
-        access = authorizer.access(request.query.get("token"), name)
-    except Unauthorized as exc:
-        metrics.errors.labels("unauthorized").inc()
-        log_event(logger, logging.WARNING, "connection_refused", "refused y-websocket connection to %r: %s",
-                  name, exc, protocol=PROTOCOL, document=name, reason=str(exc))
-        await ws.send_bytes(auth_denied_message(str(exc)))
-        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"Unauthorized")
+        session.authorize(request.query.get("token"))
+    except Refusal as refusal:
+        await ws.send_bytes(auth_denied_message(refusal.reason))
+        await ws.close(code=CLOSE_FORBIDDEN, message=b"Unauthorized")
         return ws
-
     try:
-        room = await registry.acquire(name)
-    except RoomLoadError as exc:
-        metrics.errors.labels("load_failed").inc()
-        log_event(logger, logging.WARNING, "connection_refused", "refused y-websocket connection to %r: %s",
-                  name, exc, protocol=PROTOCOL, document=name, reason=str(exc))
+        room = await session.join()
+    except Refusal:
         await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"document unavailable")
         return ws
 
-    peer = YWebsocketPeer(ws, transport, access >= Access.WRITE,
-                          buffer_limit=2 * settings.max_message_bytes, document=name)
-    bucket = TokenBucket(settings.rate_limit, settings.rate_burst)
-    connections.add(peer)
-    room.add_peer(peer)
+    peer = YWebsocketPeer(ws, transport, session)
+    session.attach(peer)
     try:
         await _send(ws, sync_message(SYNC_STEP1, room.doc.get_state()))
         snapshot = room.awareness_snapshot()
@@ -191,41 +223,36 @@ async def handle_ywebsocket(request: web.Request) -> web.StreamResponse:
             if msg.type == WSMsgType.BINARY:
                 received_at = time.perf_counter()
                 data: bytes = msg.data
-                metrics.count_in(PROTOCOL, len(data))
-                if not bucket.allow():
-                    metrics.errors.labels("rate_limited").inc()
-                    peer.close_soon(f"rate limit exceeded ({settings.rate_limit:g} messages/s)",
-                                    WSCloseCode.POLICY_VIOLATION)
+                if not session.accept_message(len(data)):
                     break
-                if room.rebuilding is not None:
-                    try:
-                        await room.wait_usable()
-                    except RoomUnavailable:
-                        break  # the room closes this connection with its reason
+                # The rebuild check is inline (no coroutine per message): this runs for every update.
+                if room.rebuilding is not None and not await session.usable():
+                    break
                 try:
                     reply = handle_message(room, peer, data, received_at)
                 except (ProtocolError, InvalidUpdate) as exc:
-                    metrics.errors.labels(exc.kind if isinstance(exc, InvalidUpdate) else "malformed").inc()
-                    peer.close_soon(f"malformed message: {exc}", WSCloseCode.UNSUPPORTED_DATA)
+                    session.rejected(exc, "message")
                     break
-                if reply is not None and await _send(ws, reply):
-                    metrics.count_out(PROTOCOL, 1, len(reply))
+                if reply is None:
+                    continue
+                if len(reply) > SYNC_PART_BYTES and reply.startswith(_SYNC_STEP2_PREFIX):
+                    peer.send_in_parts(read_var_bytes(reply, 2)[0])
+                elif await _send(ws, reply):
+                    session.count_out(1, len(reply))
             elif msg.type == WSMsgType.TEXT:
-                metrics.errors.labels("malformed").inc()
-                peer.close_soon("text frame received; y-websocket messages are binary",
-                                WSCloseCode.UNSUPPORTED_DATA)
+                session.fail(
+                    "malformed",
+                    "text frame received; y-websocket messages are binary",
+                    WSCloseCode.UNSUPPORTED_DATA,
+                )
                 break
             elif msg.type == WSMsgType.ERROR:
-                kind = "message_too_big" if "too big" in str(msg.data).lower() else "transport"
-                metrics.errors.labels(kind).inc()
-                log_event(logger, logging.WARNING, "connection_error",
-                          "y-websocket connection to %r failed: %s", name, msg.data,
-                          protocol=PROTOCOL, document=name, reason=str(msg.data))
+                session.transport_failed(msg.data)
                 break
     finally:
-        room.remove_peer(peer)
-        connections.discard(peer)
-        registry.release(room)
+        session.leave()
+        for task in list(peer.tasks):
+            task.cancel()
     if peer.close_task is not None:
         with contextlib.suppress(Exception):
             await peer.close_task

@@ -64,6 +64,21 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
+def holds_for(predicate: Callable[[], Any], seconds: float, what: str, interval: float = 0.1) -> None:
+    """Check that `predicate` stays truthy for `seconds` (polled); fail at the first falsy value.
+
+    For negative facts ("the client does not come back"): an observation window, not a wait.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        value = predicate()
+        if not value:
+            raise HarnessError(f"{what} stopped holding; last value: {_short(value)}")
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(interval)
+
+
 def _short(value: Any, limit: int = 600) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"

@@ -90,6 +90,13 @@ def test_a_refused_client_gets_the_protocols_refusal(
     event = _refusal(intruder)
     if protocol == "ws":
         assert event["reason"], "the permission-denied message should say why"
+        # A refusal the client cannot fix by retrying is final: y-websocket stops on 4400-4499.
+        closed = wait_until(
+            lambda: next((e for e in intruder.events() if e["type"] == "closed"), None),
+            10,
+            "the y-websocket client to stop reconnecting",
+        )
+        assert closed["code"] == 4403
     else:
         assert event["message"] == "Unauthorized"
     state = intruder.state()

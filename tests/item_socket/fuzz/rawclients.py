@@ -123,9 +123,12 @@ async def socketio_connect(
 
 
 async def send_socketio_frames(
-    base_ws_url: str, doc: str, frames: list[bytes | str], quiet: float = 0.03
+    base_ws_url: str, doc: str, frames: list[bytes | str], quiet: float = 0.03, limit: float = 1.0
 ) -> Outcome:
-    """Connect to namespace `/yjs|<doc>`, then send `frames` raw (str = text, bytes = binary)."""
+    """Connect to namespace `/yjs|<doc>`, then send `frames` raw (str = text, bytes = binary).
+
+    Then read until the server closes, nothing arrives for `quiet` s, or `limit` s pass.
+    """
     outcome = Outcome()
     async with aiohttp.ClientSession() as session:
         ws = await socketio_connect(session, base_ws_url, f"/yjs|{doc}")
@@ -139,7 +142,7 @@ async def send_socketio_frames(
                     else:
                         await ws.send_bytes(frame)
                     outcome.frames_sent += 1
-            await _drain(ws, outcome, quiet, 1.0)
+            await _drain(ws, outcome, quiet, limit)
         finally:
             await ws.close()
     return outcome

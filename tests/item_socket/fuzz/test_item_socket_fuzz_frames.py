@@ -283,8 +283,10 @@ def test_oversized_ywebsocket_message_closes_the_connection(fuzz_target: FuzzTar
 def test_oversized_socketio_attachment_closes_the_connection(fuzz_target: FuzzTarget) -> None:
     header = f"451-{NAMESPACE},{json.dumps(['sync-update', {'_placeholder': True, 'num': 0}])}"
     frames: list[bytes | str] = [header, _oversized_update()]
-    outcome = run(send_socketio_frames(fuzz_target.server.ws_url, TARGET_DOC, frames, quiet=1.0))
+    # The server first sends the namespace DISCONNECT (final for socket.io-client), closes 1 s later.
+    outcome = run(send_socketio_frames(fuzz_target.server.ws_url, TARGET_DOC, frames, quiet=3.0, limit=3.0))
     assert outcome.closed_by_server, "an oversized Socket.IO attachment should close the connection"
+    assert f"41{NAMESPACE}," in outcome.texts, f"no namespace DISCONNECT before the close: {outcome.texts}"
     _after_input(fuzz_target, outcome, ["sio: oversized update"])
     fuzz_target.check_guardians()
 

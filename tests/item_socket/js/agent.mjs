@@ -44,6 +44,8 @@ const open = (args) => {
   if (clients.has(name)) throw new Error(`client '${name}' already exists`)
   if (!PROTOCOLS.includes(protocol)) throw new Error(`unknown protocol '${protocol}'; use one of ${PROTOCOLS.join(', ')}`)
   const doc = new Y.Doc()
+  // A chosen awareness/document client ID, e.g. the same client on two connections.
+  if (args.clientID !== undefined) doc.clientID = args.clientID
   const events = []
   const record = (event) => events.push({ t: Date.now(), ...event })
   const connect = args.connect !== false
@@ -85,6 +87,9 @@ const open = (args) => {
   }
   const entry = { protocol, doc, provider, events, status: 'new', url, room }
   provider.on('status', ({ status }) => { entry.status = status; record({ type: 'status', status }) })
+  provider.awareness.on('change', ({ removed }) => {
+    if (removed.length) record({ type: 'awareness-removed', ids: removed })
+  })
   provider.on('sync', (synced) => record({ type: 'sync', synced }))
   if (args.awareness !== undefined) provider.awareness.setLocalState(args.awareness)
   clients.set(name, entry)

@@ -67,7 +67,7 @@ async def test_y_websocket_refusal_sends_the_auth_message_then_closes(
     await client.connect(sync=False)
     await client.closed.wait()
     assert client.auth_denied is not None and reason in client.auth_denied
-    assert client.close_code == 1008
+    assert client.close_code == 4403  # final for y-websocket clients: no reconnect loop
     assert not client.synced.is_set()
 
 

@@ -248,9 +248,20 @@ def test_unusable_data_dir_exits_1_with_a_logged_reason(tmp_path: Path) -> None:
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
     result = subprocess.run(
-        [sys.executable, "-m", "item_socket", "--host", "127.0.0.1", "--port", str(free_port()),
-         "--data-dir", str(not_a_dir)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "item_socket",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),
+            "--data-dir",
+            str(not_a_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1
     entries = [json.loads(line) for line in result.stderr.splitlines()]

@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 from pycrdt import Doc, Text
 
-from item_socket.keys import REGISTRY
+from item_socket.keys import METRICS, REGISTRY
 from item_socket.yprotocol import (
     MESSAGE_QUERY_AWARENESS,
     SYNC_STEP2,
@@ -63,6 +63,55 @@ async def test_awareness_is_relayed_and_removed_when_its_connection_closes(
     await a.close()  # no goodbye message: the server must remove 777 by itself
     await wait_until(lambda: 777 in b.awareness_seen and b.awareness_seen[777] is None, what="removal")
     await b.close()
+
+
+async def test_awareness_ownership_moves_with_a_newer_clock_and_echoes_do_not_take_it(
+    server: RunningServer, session: aiohttp.ClientSession
+) -> None:
+    old = await YWebsocketClient(session, server.ws_url("own")).connect()
+    new = await YWebsocketClient(session, server.ws_url("own")).connect()
+    echo = await YWebsocketClient(session, server.ws_url("own")).connect()
+    watch = await YWebsocketClient(session, server.ws_url("own")).connect()
+    await old.send_awareness(9, 1, {"v": 1})
+    await new.send_awareness(10, 1, {"self": True})  # its own ID first, as the npm clients do
+    await echo.send_awareness(11, 1, {"self": True})
+    await wait_until(lambda: watch.awareness_seen.get(11) == {"self": True}, what="three clients")
+    await new.send_awareness(9, 2, {"v": 2})  # a newer clock: 9 now belongs to `new`
+    await echo.send_awareness(9, 2, {"v": 2})  # a relayed copy (same clock): not a claim
+    await echo.send_awareness(11, 2, {"self": "barrier"})
+    await wait_until(lambda: watch.awareness_seen.get(11) == {"self": "barrier"}, what="the barrier")
+    await old.close()
+    await echo.close()
+    await wait_until(lambda: watch.awareness_seen.get(11, {}) is None, what="the echoing client's removal")
+    assert watch.awareness_seen[9] == {"v": 2}, "closing a former owner or an echoer removed client 9"
+    await new.close()
+    await wait_until(lambda: watch.awareness_seen.get(9, {}) is None, what="client 9 to leave with its owner")
+    await watch.close()
+
+
+async def test_a_relayed_snapshot_as_first_awareness_message_takes_nothing_over(
+    server: RunningServer, session: aiohttp.ClientSession
+) -> None:
+    # A client without presence of its own (local state null) sends, as its first awareness
+    # message, the npm providers' echo of the server's snapshot: several IDs at known clocks.
+    a = await YWebsocketClient(session, server.ws_url("echo")).connect()
+    b = await YWebsocketClient(session, server.ws_url("echo")).connect()
+    await a.send_awareness(20, 1, {"a": 1})
+    await b.send_awareness(21, 1, {"b": 1})
+    viewer = await YWebsocketClient(session, server.ws_url("echo")).connect()
+    await wait_until(lambda: {20, 21} <= set(viewer.awareness_seen), what="the snapshot")
+    assert viewer.ws is not None
+    two = write_var_uint(2) + awareness_update(20, 1, {"a": 1})[1:] + awareness_update(21, 1, {"b": 1})[1:]
+    await viewer.send_raw(b"\x01" + write_var_uint(len(two)) + two)
+    watch = await YWebsocketClient(session, server.ws_url("echo")).connect()
+    await b.send_awareness(21, 2, {"b": "barrier"})
+    await wait_until(lambda: watch.awareness_seen.get(21) == {"b": "barrier"}, what="the barrier")
+    await viewer.close()
+    await b.send_awareness(21, 3, {"b": "after"})
+    await wait_until(lambda: watch.awareness_seen.get(21) == {"b": "after"}, what="a change after the close")
+    assert watch.awareness_seen.get(20) == {"a": 1}, "the viewer's echo took client 20 over"
+    for client in (a, b, watch):
+        await client.close()
 
 
 async def test_query_awareness_is_answered(server: RunningServer, session: aiohttp.ClientSession) -> None:
@@ -165,7 +214,10 @@ async def test_oversized_message_closes_the_connection(
     bad = await YWebsocketClient(session, server.ws_url("big")).connect()
     await bad.send_raw(sync_message(SYNC_UPDATE, b"\x00" * (65 * 1024)))
     await bad.closed.wait()
-    assert bad.close_code == 1009
+    assert bad.close_code == 4413  # final for y-websocket clients: the same upload would fail again
+    errors = server.app[METRICS].errors
+    assert errors.labels("message_too_big")._value.get() == 1
+    assert errors.labels("transport")._value.get() == 0
     good = await YWebsocketClient(session, server.ws_url("big")).connect()
     good.text += "still here"
     await good.close()
