@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib.metadata
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,14 +45,46 @@ logger = logging.getLogger(__name__)
 PROTOCOL = "socketio"
 NAMESPACE_PREFIX = "/yjs|"
 LIBRARY_LOGGERS = ("item_socket.lib.socketio", "item_socket.lib.engineio")
+VERIFIED_LIBRARIES = {"python-socketio": "5.18.1", "python-engineio": "4.15.1"}
+"""The versions the receive and broadcast fast paths (which read the libraries' internals) were
+verified against, the ones requirements/item-socket.lock pins. On any other version item_socket
+uses the libraries' own receive loop and `emit` instead: slower, still correct."""
+
+
+def fast_paths_verified(installed: Mapping[str, str] | None = None) -> bool:
+    """Whether the installed python-socketio/python-engineio are VERIFIED_LIBRARIES.
+
+    `installed` (name -> version) defaults to the installed distributions. Logs one warning naming
+    the versions when they differ.
+    """
+    if installed is None:
+        installed = {name: importlib.metadata.version(name) for name in VERIFIED_LIBRARIES}
+    different = {
+        name: installed.get(name)
+        for name, version in VERIFIED_LIBRARIES.items()
+        if installed.get(name) != version
+    }
+    if different:
+        log_event(
+            logger,
+            logging.WARNING,
+            "socketio_fast_paths_off",
+            "python-socketio/python-engineio %s were not verified with item_socket's fast paths "
+            "(verified: %s): using the libraries' own receive and emit paths (slower, still correct)",
+            different,
+            VERIFIED_LIBRARIES,
+        )
+    return not different
 
 
 class WebSockets:
-    """The aiohttp WebSocketResponse behind each Engine.IO session that uses the WebSocket transport."""
+    """The aiohttp WebSocketResponse behind each Engine.IO session that uses the WebSocket transport
+    (what the broadcast fast path writes to), and whether the fast paths are on at all."""
 
-    def __init__(self) -> None:
+    def __init__(self, fast_paths: bool = True) -> None:
         self.by_eio_sid: dict[str, tuple[web.WebSocketResponse, asyncio.Transport]] = {}
         self.closing_tasks: set[asyncio.Future[Any]] = set()
+        self.fast_paths = fast_paths
 
 
 @dataclass(frozen=True)
@@ -153,6 +187,8 @@ class WebSocketDriver(EngineIOWebSocket):
         started = time.monotonic()
         while True:
             data = await self._receive()
+            if not self._context.websockets.fast_paths:
+                return data
             # Return to python-engineio at least every ping interval: its read loop times out
             # (and drops the connection) after ping_interval + ping_timeout without a frame.
             if (
@@ -235,6 +271,8 @@ def install_websocket_driver(sio: socketio.AsyncServer, websockets: WebSockets, 
     """Use ``WebSocketDriver`` and ``_translate_request`` on this server's Engine.IO instance only.
 
     Set on the instance, never on python-engineio's module-level table shared by every server.
+    Without `websockets.fast_paths` the driver keeps its fixes but hands every frame to
+    python-engineio.
     """
     context = _DriverContext(sio, websockets, metrics)
     sio.eio._async = {
@@ -369,6 +407,14 @@ class SocketIOPeer(Peer):
         socket = self.sio.eio.sockets.get(self.eio_sid)
         if self._closing or socket is None or socket.closed or socket.closing:
             return 0
+        if not self._websockets.fast_paths:
+            # python-socketio's own emit (a task per recipient; tasks run in creation order).
+            task = asyncio.ensure_future(
+                self.sio.emit(message.event, message.payload, to=self.sid, namespace=self.namespace)
+            )
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return len(message.payload)
         entry = self._websockets.by_eio_sid.get(self.eio_sid)
         if entry is not None and socket.upgraded and not socket.upgrading and socket.queue.empty():
             transport = entry[1]
@@ -738,6 +784,7 @@ def create_socketio_server(
         logger=logging.getLogger(LIBRARY_LOGGERS[0]),
         engineio_logger=logging.getLogger(LIBRARY_LOGGERS[1]),
     )
+    websockets.fast_paths = websockets.fast_paths and fast_paths_verified()
     install_websocket_driver(sio, websockets, metrics)
     # python-engineio refuses long-polling POSTs of more than 16 packets ("Too many packets in
     # payload") and drops them whole; socket.io-client batches everything queued during a poll,

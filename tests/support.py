@@ -41,13 +41,16 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: 
     """Poll `predicate` until it returns something truthy, and return that.
 
     An exception from `predicate` counts as "not yet" (a service still starting) and is reported if
-    the deadline passes. Raises AssertionError naming `what` and the last value after `timeout` s.
+    the deadline passes; an AssertionError from it (a check that failed for good) ends the wait at
+    once. Raises AssertionError naming `what` and the last value after `timeout` s.
     """
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
         try:
             last = predicate()
+        except AssertionError:
+            raise
         except Exception as error:  # transient while a service starts: keep polling, report the last one
             last = error
         if last and not isinstance(last, Exception):

@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import pytest
 from infra import cloud_deploy
 from infra.plans.cloud_init import authorized_keys_script
 from infra.ssh import SshSetupError, host_key_line, pinned_ssh
+from tests.support import free_port as _free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 
@@ -50,9 +50,7 @@ def keypair(path: Path, comment: str) -> tuple[str, str]:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return _free_port("127.0.0.1")
 
 
 @pytest.fixture(scope="module")

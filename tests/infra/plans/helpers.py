@@ -21,9 +21,16 @@ def seed_hosts(topology: Topology, ipv6: dict[str, str] | None = None) -> dict[s
     """One Host per node of the prod topology, at the seed table's address."""
     ipv6 = ipv6 or {}
     return {
-        node.name: Host(name=node.name, provider=node.provider, region=node.region,
-                        public_ipv4=SEED_ADDRESSES[node.name], public_ipv6=ipv6.get(node.name),
-                        mesh_ip=f"10.210.0.{index + 1}", ssh_user="deploy", manager=node.manager,
-                        edge=node.edge)
+        node.name: Host(
+            name=node.name,
+            provider=node.provider,
+            region=node.region,
+            public_ipv4=SEED_ADDRESSES[node.name],
+            public_ipv6=ipv6.get(node.name),
+            mesh_ip=f"10.210.0.{index + 1}",
+            ssh_user="deploy",
+            manager=node.manager,
+            edge=node.edge,
+        )
         for index, node in enumerate(topology.nodes)
     }

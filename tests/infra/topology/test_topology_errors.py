@@ -32,7 +32,8 @@ def test_unknown_aws_region_lists_the_valid_ones() -> None:
 def test_unknown_hetzner_region_names_the_provider() -> None:
     [problem] = problems_of("unknown_region_hetzner")
     assert problem == "nodes[0].region: unknown Hetzner region 'falkenstein'; valid: " + ", ".join(
-        sorted(REGIONS["hetzner"]))
+        sorted(REGIONS["hetzner"])
+    )
 
 
 def test_gcp_zone_outside_its_region() -> None:

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,8 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+from tests import support
 
 REPO = Path(__file__).resolve().parents[3]
 JS_DIR = REPO / "tests" / "item_socket" / "js"
@@ -35,33 +36,14 @@ class HarnessError(AssertionError):
 
 
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that was free a moment ago (tests.support.free_port)."""
+    return support.free_port("127.0.0.1")
 
 
 def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.02) -> T:
-    """Poll `predicate` until it returns something truthy and return that; fail after `timeout` s.
-
-    The failure names `what` and the last value seen, so a timeout says what was missing.
-    """
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = predicate()
-        except HarnessError:
-            raise
-        except Exception as exc:  # keep polling through transient errors, but report the last one
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        if time.monotonic() >= deadline:
-            raise HarnessError(
-                f"timed out after {timeout:.1f}s waiting for {what}; last value: {_short(last)}"
-            )
-        time.sleep(interval)
+    """tests.support.wait_until, polling every 20 ms (client agents answer within milliseconds);
+    a HarnessError from `predicate` (an agent or server failed) ends the wait at once."""
+    return support.wait_until(predicate, timeout, what, interval)
 
 
 def holds_for(predicate: Callable[[], Any], seconds: float, what: str, interval: float = 0.1) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,11 +14,14 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import socketio
 from pycrdt import Doc, Text
 
 from item_socket.app import create_app, drain
+from item_socket.keys import REGISTRY
 from item_socket.store import SQLiteStore
 from item_socket.yprotocol import SYNC_UPDATE, sync_message
+from tests.support import free_port
 
 from .conftest import RunningServer, ServerFactory
 from .support import FlakyStore, SocketIOClient, YWebsocketClient, wait_until
@@ -44,7 +46,8 @@ async def test_healthz_and_readyz_while_serving_and_draining(
     async with session.get(server.ws_url("drain-me").replace("ws://", "http://")) as refused:
         assert refused.status == 503
     sio = SocketIOClient(server.http_url, "drain-me")
-    with pytest.raises(Exception):  # noqa: B017 - any refusal will do, there is no session to join
+    # A draining server refuses new Engine.IO sessions with 503 (the client retries elsewhere).
+    with pytest.raises(socketio.exceptions.ConnectionError, match="Connection error"):
         await sio.connect()
     await sio.close()
 
@@ -59,13 +62,12 @@ async def test_readyz_fails_while_the_store_fails(
     store.fail_writes = True
     client = await YWebsocketClient(session, server.ws_url("doomed")).connect()
     client.text += "pending"
-    await wait_until(lambda: store.events.count("write-start") >= 1, what="a failed flush")
-    await asyncio.sleep(0.1)
+    registry = server.app[REGISTRY]
+    await wait_until(lambda: not registry.store_healthy, what="a failed flush")
     status, body = await get_json(session, server.http_url + "/readyz")
     assert status == 503 and "store failing" in body["problems"]
     store.fail_writes = False
-    await wait_until(lambda: "write-end" in store.events, what="recovered flush")
-    await wait_until(lambda: True)
+    await wait_until(lambda: registry.store_healthy, what="a recovered flush")
     status, _ = await get_json(session, server.http_url + "/readyz")
     assert status == 200
     await client.close()
@@ -78,17 +80,30 @@ async def test_metrics_report_connections_documents_messages_and_latency(
     sio = await SocketIOClient(server.http_url, "m2").connect()
     yws.text += "a"
     sio.text += "b"
-    await wait_until(lambda: True)
-    await asyncio.sleep(0.2)
-    async with session.get(server.http_url + "/metrics") as response:
-        assert response.status == 200
-        assert response.headers["Content-Type"].startswith("text/plain")
-        text = await response.text()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
+
+    async def scrape() -> tuple[dict[str, float], str]:
+        async with session.get(server.http_url + "/metrics") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain")
+            text = await response.text()
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples, text
+
+    # Wait (bounded) until both updates were applied and a flush stored them.
+    deadline = time.monotonic() + 10
+    while True:
+        samples, text = await scrape()
+        if (
+            samples.get("item_socket_update_propagation_seconds_count", 0) >= 2
+            and samples.get("item_socket_persistence_flush_seconds_count", 0) >= 1
+        ):
+            break
+        assert time.monotonic() < deadline, f"the updates were not applied and stored: {samples}"
+        await asyncio.sleep(0.05)  # the poll's pace
     assert samples['item_socket_connections{protocol="ywebsocket",transport="websocket"}'] == 1
     assert samples['item_socket_connections{protocol="socketio",transport="websocket"}'] == 1
     assert samples["item_socket_documents"] == 2
@@ -113,12 +128,6 @@ async def test_metrics_registries_are_per_app(server_factory: ServerFactory) -> 
 
 
 # --- the real process --------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -233,7 +242,9 @@ async def test_restarted_process_serves_the_stored_document(
     await wait_healthy(session, port, proc)
     writer = await SocketIOClient(f"http://127.0.0.1:{port}", "restart-doc").connect()
     writer.text += "across restarts"
-    await asyncio.sleep(0.1)
+    reader = await SocketIOClient(f"http://127.0.0.1:{port}", "restart-doc").connect()
+    await wait_until(lambda: str(reader.text) == "across restarts", what="the server to have the edit")
+    await reader.close()
     await writer.close()
     proc.send_signal(signal.SIGINT)
     assert await wait_exit(proc, 15) == 0

@@ -118,7 +118,9 @@ async def test_concurrent_joins_share_one_load() -> None:
     await registry.start()
     try:
         joins = [asyncio.create_task(registry.acquire("doc")) for _ in range(5)]
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: "load-start doc" in store.events, what="the first join's load")
+        await asyncio.sleep(0)  # one turn of the loop: every join task reaches the registry
+        assert store.events.count("load-start doc") == 1
         store.load_gate.set()
         rooms = await asyncio.gather(*joins)
         assert store.loads == 1
@@ -139,17 +141,17 @@ async def test_room_is_flushed_then_unloaded_and_reloaded_after_the_save() -> No
         room.apply_update(text_update(Doc(), "kept"), time.perf_counter())
         store.write_gate.clear()  # the save stalls
         registry.release(room)
-        await asyncio.sleep(0.2)
+        # The grace has passed and the unload's save started (and stalls on the gate).
+        await wait_until(lambda: "write-start" in store.events, what="the unload's save")
         assert "doc" in registry.rooms, "unloaded before its save finished"
         rejoin = asyncio.create_task(registry.acquire("doc"))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # one turn of the loop: the rejoin reaches the registry mid-save
         store.write_gate.set()
         again = await rejoin
         # Either the same in-memory room (the save was still running) or a reload after it.
         assert str(again.doc.get("t", type=Text)) == "kept"
         registry.release(again)
-        await asyncio.sleep(0.3)
-        assert "doc" not in registry.rooms
+        await wait_until(lambda: "doc" not in registry.rooms, what="the room unloaded after its grace")
         loads = [i for i, e in enumerate(store.events) if e.startswith("load-start")]
         writes_ended = [i for i, e in enumerate(store.events) if e == "write-end"]
         for load in loads[1:]:
@@ -167,7 +169,7 @@ async def test_failed_flush_keeps_updates_and_retries() -> None:
         room = await registry.acquire("doc")
         store.fail_writes = True
         room.apply_update(text_update(Doc(), "retry me"), time.perf_counter())
-        await asyncio.sleep(0.1)
+        await wait_until(lambda: not registry.store_healthy, what="a failed flush")
         assert registry.backlog() == 1
         assert not registry.store_healthy
         store.fail_writes = False
