@@ -9,6 +9,7 @@ down:
 
 test: deps services
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	.venv/bin/pytest
 
 deps:
@@ -19,6 +20,7 @@ services:
 
 lint:
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 
 # Python dependencies: requirements/*.lock (pinned, hashed) are what every install uses.
 lock:     # after editing pyproject.toml: resolve again, keeping the pins that still fit
