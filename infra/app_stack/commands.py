@@ -167,8 +167,20 @@ def service_image_command(service: str) -> list[str]:
 
 def http_get_on_network_command(network: str, image: str, url: str) -> list[str]:
     """GET `url` from a throw-away container on an attachable overlay (the monitoring services are
-    never published): busybox wget of the project's base, in `image`."""
+    never published): busybox wget of the project's base, in `image`. No `-T`: Debian bookworm's
+    busybox wget crashes on it (exit 139); the runner's timeout bounds the call."""
     return [
-        "docker", "run", "--rm", "--network", network, "--entrypoint", "busybox", image,
-        "wget", "-q", "-T", "10", "-O", "-", url,
-    ]  # fmt: skip
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        network,
+        "--entrypoint",
+        "busybox",
+        image,
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        url,
+    ]
