@@ -242,6 +242,19 @@ CASES: list[dict[str, Any]] = [
         ],
     ),
     case(
+        "ScrapeJobMissing: the stack down for 3 minutes, then up again; Prometheus keeps its data volume",
+        "15s",
+        [
+            # The old process' last samples (t <= 2 min) are still within the 5-minute lookback when
+            # the new one starts (t = 5 min) and first scrapes itself at 5:15, the exporters at 5:30.
+            series("process_start_time_seconds", PROMETHEUS, "0x8 _x12 300x20"),
+            series("up", PROMETHEUS, "1x8 _x12 1x20"),
+            series("up", NODE_UP, "1x8 _x13 1x19"),
+            series("up", TRAEFIK_UP, "1x8 _x13 1x19"),
+        ],
+        promql_expr_test=never_pending("ScrapeJobMissing", 4, 5, 5.25, 5.5, 6, 7),
+    ),
+    case(
         "TargetDown/ScrapeJobMissing: node-exporter answers 5 minutes then stops; Traefik never answers",
         "15s",
         [

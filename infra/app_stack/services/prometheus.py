@@ -143,7 +143,11 @@ def alert_rules(settings: StackSettings) -> dict[str, Any]:
     Prometheus has had time to discover and scrape it.
     """
     grace = 0 if settings.alert_test_timing else STARTUP_GRACE_SECONDS
-    started_long_enough = f'(time() - process_start_time_seconds{{job="prometheus"}} > {grace})'
+    # The start time of this very process: its sample must be fresh (its own scrape). Right after a
+    # restart the previous process' last sample (still within the 5-minute lookback, the data
+    # volume survives) would say "started long ago".
+    own_start = 'process_start_time_seconds{job="prometheus"}'
+    started_long_enough = f"(time() - {own_start} > {grace} and (time() - timestamp({own_start}) < 60))"
     host = [
         _alert(
             "HostCpuHigh",
