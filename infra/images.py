@@ -622,10 +622,15 @@ def prune_images(docker: DockerRunner, current: Sequence[str], progress: Progres
     stale: list[str] = []
     for reference in current:
         repository = reference.rsplit(":", 1)[0]
-        # `docker image ls` lists the newest first.
         listed = docker.run(["docker", "image", "ls", repository, "--format", "{{.Repository}}:{{.Tag}}"])
         others = [ref for ref in listed.stdout.split() if ref != reference and not ref.endswith(":<none>")]
-        stale += others[1:]
+        if len(others) < 2:
+            continue
+        # Newest first by the exact creation time (`image ls` sorts by whole seconds only).
+        inspect = ["docker", "image", "inspect", "--format", "{{.Created}}", *others]
+        created = docker.run(inspect).stdout.split()
+        by_age = [ref for _, ref in sorted(zip(created, others, strict=True), reverse=True)]
+        stale += by_age[1:]
     if stale:
         docker.run(["docker", "image", "rm", *stale], check=False)
         progress(f"images: removed {len(stale)} old tags (kept the current and the previous of each)")
