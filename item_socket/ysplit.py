@@ -123,6 +123,19 @@ def _utf16_length(raw: bytes) -> int:
     return len(raw.decode("utf-8").encode("utf-16-le")) // 2
 
 
+def _skip_parent(reader: _Reader, info: int) -> None:
+    """Skip an Item's parent (a root type name or a type ID) and parentSub, which Yjs writes only
+    when the Item has neither origin (the 0xC0 bits of ``info``)."""
+    if not info & 0xC0:
+        if reader.uint() == 1:
+            reader.skip_bytes()
+        else:
+            reader.uint()
+            reader.uint()
+        if info & 0x20:
+            reader.skip_bytes()
+
+
 def _read_struct(reader: _Reader) -> int:
     """Skip one struct at the reader's position; return its length in clock units."""
     info = reader.data[reader.pos]
@@ -136,14 +149,7 @@ def _read_struct(reader: _Reader) -> int:
     if info & 0x40:
         reader.uint()
         reader.uint()
-    if not info & 0xC0:
-        if reader.uint() == 1:
-            reader.skip_bytes()
-        else:
-            reader.uint()
-            reader.uint()
-        if info & 0x20:
-            reader.skip_bytes()
+    _skip_parent(reader, info)
     if ref == _DELETED:
         return reader.uint()
     if ref == _STRING:
@@ -201,14 +207,7 @@ def _cut_item(
         reader.uint()
         reader.uint()
     right_origin = data[right_start : reader.pos]
-    if not info & 0xC0:
-        if reader.uint() == 1:
-            reader.skip_bytes()
-        else:
-            reader.uint()
-            reader.uint()
-        if info & 0x20:
-            reader.skip_bytes()
+    _skip_parent(reader, info)
     header = data[start : reader.pos]
     ref = info & 0x1F
     # Each part: (content bytes, length in clock units).
