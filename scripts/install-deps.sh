@@ -19,6 +19,8 @@ APT_PACKAGES=(
   openssh-client       # ssh/ssh-keygen: the deploy's SSH wrapper and its test keys
   systemd              # `systemd-analyze verify` of the Docker and upgrade-timer drop-ins
   dnsmasq              # a real DNS server on 127.0.0.1 for the `spaced dns check` tests
+  redis-server         # item_socket scale-out tests: real Redis Streams (fixtures start their own server)
+  postgresql           # item_socket scale-out tests: the shared store (fixtures run their own cluster)
 )
 # Node.js may come from outside Debian on this machine; install Debian's only when there is none.
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)

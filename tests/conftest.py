@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import PostgresServer, RedisServer
 from tests.support import DockerEngine, docker, docker_answers, swarm_info, wait_until
 
 # Skips that may stay skips in CI. Keep it short; each entry says why it cannot run there.
@@ -126,3 +127,25 @@ def engine_outside_swarm(docker_engine: DockerEngine) -> DockerEngine:
     """The engine in no swarm. Such tests are ordered first; a single-node swarm found is left."""
     _leave_swarm()
     return docker_engine
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One private redis-server (AOF on, noeviction) for the session; tests use their own key names."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One private PostgreSQL cluster for the session; ``reset()`` gives a test an empty database."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
