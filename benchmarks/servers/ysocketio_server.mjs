@@ -1,4 +1,4 @@
-// y-socket.io's own Node server (YSocketIO on a socket.io server) for run.py, in memory: run.py
+// y-socket.io's own Node server (YSocketIO on a socket.io server) for benchmarks/run.py, in memory: run.py
 // clears YPERSISTENCE so YSocketIO does not open a LevelDB store.
 // Usage: node ysocketio_server.mjs <port>. Prints {"listening": <port>} on stdout once it accepts.
 import http from 'node:http'

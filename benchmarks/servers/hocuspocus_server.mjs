@@ -1,4 +1,4 @@
-// Hocuspocus reference server for run.py: in memory (no extensions), no auth hooks.
+// Hocuspocus reference server for benchmarks/run.py: in memory (no extensions), no auth hooks.
 // Usage: node hocuspocus_server.mjs <port>. Prints {"listening": <port>} on stdout once it accepts.
 import { Server } from '@hocuspocus/server'
 
