@@ -33,6 +33,7 @@ STOP_TIMEOUT_S = 15.0
 GENERATOR_LIMIT_CPU = 0.90
 # ... or when its event loop was this late (ms, p99): timers and reads then lag the server.
 GENERATOR_LIMIT_LOOP_DELAY_MS = 100.0
+WARMUP_S = 2.0
 
 
 class BenchmarkError(RuntimeError):
@@ -431,8 +432,14 @@ def throughput(
         }
         with generator(config) as gen:
             ready = gen.read(timeout=180)
+            # Warm-up (not reported): connection set-up work still running in the clients (the
+            # y-socket.io provider's upgrade from polling, the garbage of 1,000 handshakes) and the
+            # servers' first-use costs would otherwise land in the first measured step.
+            warm = {"rate": steps[0], "duration": min(WARMUP_S, load.duration), "index": 0}
+            gen.send("go " + json.dumps(warm))
+            gen.read(timeout=WARMUP_S + 60)
             rows = []
-            for index, rate in enumerate(steps):
+            for index, rate in enumerate(steps, start=1):
                 cpu0, gcpu0, t0 = srv.cpu(), gen.cpu(), time.monotonic()
                 gen.send("go " + json.dumps({"rate": rate, "duration": load.duration, "index": index}))
                 result = gen.read(timeout=load.duration + 60)

@@ -24,11 +24,17 @@ from pycrdt import Awareness, Doc, TransactionEvent
 from .logs import log_event
 from .metrics import Metrics
 from .store import DocumentStore, StoreError
-from .yprotocol import EMPTY_UPDATE, awareness_entries, check_declared_count
+from .yprotocol import EMPTY_UPDATE, awareness_entries, check_declared_count, merge_awareness_updates
 
 logger = logging.getLogger(__name__)
 # Updates held while a room's document is rebuilt (normally for milliseconds).
 MAX_DEFERRED_UPDATES = 10_000
+# Awareness fan-out grows with the square of a room's size (every cursor move goes to every peer):
+# 500 users moving at 1 Hz are 250,000 frames/s, more than a core can write. Rooms with at least
+# AWARENESS_BATCH_PEERS peers send the awareness changes of AWARENESS_BATCH_S seconds as one message
+# per peer instead (20 frames/s per peer); smaller rooms send each change at once.
+AWARENESS_BATCH_PEERS = 32
+AWARENESS_BATCH_S = 0.05
 
 
 class RoomLoadError(Exception):
@@ -132,6 +138,8 @@ class Room:
         self._metrics = metrics
         # Per-room constants of the wire formats (e.g. Socket.IO event headers); freed with the room.
         self.protocol_cache: dict[Any, Any] = {}
+        # Awareness updates waiting to be sent together (large rooms only, see _broadcast).
+        self._awareness_batch: list[bytes] = []
 
     def add_peer(self, peer: Peer) -> None:
         """Start relaying this room's updates and awareness to ``peer``."""
@@ -325,6 +333,27 @@ class Room:
         self._broadcast(Broadcast("awareness-update", self.awareness.encode_awareness_update(changed)))
 
     def _broadcast(self, message: Broadcast) -> None:
+        batch = self._awareness_batch
+        if message.event == "awareness-update" and (batch or len(self.peers) >= AWARENESS_BATCH_PEERS):
+            # While a batch waits, every awareness change joins it: nothing overtakes it.
+            if not batch:
+                try:
+                    asyncio.get_running_loop().call_later(AWARENESS_BATCH_S, self._flush_awareness)
+                except RuntimeError:  # no loop (closing): send at once
+                    self._send_to_peers(message)
+                    return
+            batch.append(message.payload)
+            return
+        self._send_to_peers(message)
+
+    def _flush_awareness(self) -> None:
+        """Send the awareness changes batched since the first one, as one message per peer."""
+        updates = self._awareness_batch[:]
+        self._awareness_batch.clear()
+        if updates and self.peers:
+            self._send_to_peers(Broadcast("awareness-update", merge_awareness_updates(updates)))
+
+    def _send_to_peers(self, message: Broadcast) -> None:
         by_protocol: dict[str, list[int]] = {}
         for peer in self.peers:
             written = peer.send_broadcast(message)

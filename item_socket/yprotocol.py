@@ -87,6 +87,25 @@ def write_var_uint(value: int) -> bytes:
     return bytes(out)
 
 
+def merge_awareness_updates(updates: list[bytes]) -> bytes:
+    """One encoded awareness update holding every entry of ``updates``, in order.
+
+    An awareness update is ``varUint(n)`` followed by n entries, so the merge is the summed count
+    and the entries concatenated. A client listed twice stays twice: receivers apply entries in
+    order and keep the highest clock (y-protocols ``applyAwarenessUpdate``), as if they had got
+    the updates one by one. ``updates`` are server-encoded (well formed).
+    """
+    if len(updates) == 1:
+        return updates[0]
+    total = 0
+    bodies = []
+    for update in updates:
+        count, pos = read_var_uint(update, 0)
+        total += count
+        bodies.append(update[pos:] if pos else update)
+    return write_var_uint(total) + b"".join(bodies)
+
+
 def sync_message(subtype: int, payload: bytes) -> bytes:
     """A y-websocket sync message (``0``, subtype, byte array)."""
     return bytes((MESSAGE_SYNC, subtype)) + write_var_uint(len(payload)) + payload
