@@ -360,9 +360,10 @@ class Room:
             if written:
                 counts = by_protocol.get(peer.protocol)
                 if counts is None:
-                    counts = by_protocol[peer.protocol] = [0, 0]
-                counts[0] += 1
-                counts[1] += written
+                    by_protocol[peer.protocol] = [1, written]
+                else:
+                    counts[0] += 1
+                    counts[1] += written
         for protocol, (messages, size) in by_protocol.items():
             self._metrics.count_out(protocol, messages, size)
 

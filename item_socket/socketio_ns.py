@@ -368,6 +368,10 @@ class SocketIOPeer(Peer):
         self._buffer_limit = session.buffer_limit
         self._closing = False
         self.tasks: set[asyncio.Task[Any]] = set()
+        # Looked up once, on the first broadcast that finds them: the Engine.IO socket of a
+        # session never changes, nor its WebSocket once upgraded (a closed one: see send_broadcast).
+        self._eio_socket: Any = None
+        self._ws_transport: asyncio.Transport | None = None
 
     @property
     def transport(self) -> str:
@@ -404,9 +408,26 @@ class SocketIOPeer(Peer):
         # Engine.IO queue is empty (so nothing queued can be overtaken) get the prepared frames
         # written straight to their socket: no task, no queue. Other clients (polling, upgrading,
         # with a backlog) get the same packets through their Engine.IO queue, without a task.
-        socket = self.sio.eio.sockets.get(self.eio_sid)
+        socket = self._eio_socket
+        if socket is None:
+            socket = self._eio_socket = self.sio.eio.sockets.get(self.eio_sid)
         if self._closing or socket is None or socket.closed or socket.closing:
             return 0
+        transport = self._ws_transport
+        if transport is not None and socket.queue.empty():
+            # The common case, inlined: upgraded, nothing queued. A closed WebSocket ends the
+            # session (Engine.IO cannot fall back to polling), so dropping is all that is left.
+            if transport.is_closing():
+                return 0
+            waiting = transport.get_write_buffer_size()
+            if waiting > self._buffer_limit:
+                self.session.slow_consumer(waiting, self._buffer_limit)
+                return 0
+            frames: bytes | None = message.cache.get("socketio-ws")
+            if frames is None:
+                frames = message.cache["socketio-ws"] = self._websocket_frames(message)
+            transport.write(frames)
+            return len(frames)
         if not self._websockets.fast_paths:
             # python-socketio's own emit (a task per recipient; tasks run in creation order).
             task = asyncio.ensure_future(
@@ -420,12 +441,13 @@ class SocketIOPeer(Peer):
             transport = entry[1]
             if transport is None or transport.is_closing():
                 return 0
+            self._ws_transport = transport
             waiting = transport.get_write_buffer_size()
             if waiting > self._buffer_limit:  # compared here: this runs once per delivery
                 self.session.slow_consumer(waiting, self._buffer_limit)
                 return 0
             # Both frames in one buffer, built once per broadcast: one write (one send) per peer.
-            frames: bytes = message.encoded("socketio-ws", self._websocket_frames)
+            frames = message.encoded("socketio-ws", self._websocket_frames)
             transport.write(frames)
             return len(frames)
         queued = socket.queue.qsize()

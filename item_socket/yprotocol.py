@@ -130,10 +130,10 @@ def server_ws_frame(payload: bytes | str, opcode: Opcode | None = None) -> bytes
     if isinstance(payload, str):
         payload = payload.encode()
         opcode = opcode or Opcode.TEXT
-    first = 0x80 | int(opcode or Opcode.BINARY)
+    first = 0x82 if opcode is None else 0x80 | int(opcode)  # 0x82: FIN + binary, the common case
     length = len(payload)
     if length < 126:
-        header = struct.pack("!BB", first, length)
+        header = bytes((first, length))
     elif length < 65536:
         header = struct.pack("!BBH", first, 126, length)
     else:
