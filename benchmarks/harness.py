@@ -85,7 +85,14 @@ SERVERS: dict[str, Server] = {
         Server("y-socket.io", "y-socket.io 1.1.3 (Node)", "sio", "", "y-socket.io"),
         Server("y-websocket", "y-websocket server 0.1.1 (Node)", "ywebsocket", "", "y-websocket"),
         Server("pycrdt-websocket", "pycrdt-websocket 0.16 (Hypercorn)", "ywebsocket", "", "pycrdt-websocket"),
-        Server("item_socket-ws-redis", "item_socket y-websocket + Redis", "ywebsocket", "/ws", "item_socket", True),
+        Server(
+            "item_socket-ws-redis",
+            "item_socket y-websocket + Redis",
+            "ywebsocket",
+            "/ws",
+            "item_socket",
+            True,
+        ),
     )
 }
 DEFAULT_SERVERS = [key for key, s in SERVERS.items() if not s.redis]

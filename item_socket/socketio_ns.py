@@ -414,7 +414,8 @@ class SocketIOPeer(Peer):
         if self._closing or socket is None or socket.closed or socket.closing:
             return 0
         transport = self._ws_transport
-        if transport is not None and socket.queue.empty():
+        # ``queue._queue`` is asyncio.Queue's deque: its emptiness without Queue.empty()'s call.
+        if transport is not None and not socket.queue._queue:
             # The common case, inlined: upgraded, nothing queued. A closed WebSocket ends the
             # session (Engine.IO cannot fall back to polling), so dropping is all that is left.
             if transport.is_closing():

@@ -34,7 +34,6 @@ from .yprotocol import (
     awareness_message,
     read_var_bytes,
     read_var_uint,
-    server_ws_frame,
     sync_message,
     write_var_uint,
 )
