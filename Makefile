@@ -1,5 +1,5 @@
 # The two commands of the README. Both work on a fresh Debian machine as root.
-.PHONY: up down test deps services lint lock upgrade
+.PHONY: up down test deps services lint lock upgrade bench
 
 up: deps services
 	.venv/bin/spaced up local
@@ -28,3 +28,7 @@ lock:     # after editing pyproject.toml: resolve again, keeping the pins that s
 
 upgrade:  # every Python dependency to its newest allowed version; then `make test`
 	bash scripts/lock.sh --upgrade
+
+# The published benchmark (about 15 min on 2 cores): writes docs/benchmarks.md and its plot.
+bench: deps
+	.venv/bin/python -m benchmarks.run --all

@@ -45,7 +45,7 @@ STACKS = ("dev", "prod", "staging")
         ("docs/runbook.md", ()),
         ("README.md", ()),
         ("infra/app_stack/README.md", ()),
-        ("benchmarks/compare/run.py", ()),
+        ("benchmarks/run.py", ()),
         (".github/workflows/test.yml", ()),
         (".github/workflows/lighthouse.yml", ()),
     ],
