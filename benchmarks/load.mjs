@@ -404,7 +404,7 @@ async function docs () {
 
 // ---------------------------------------------------------------------------------------------
 // large: a seeding provider writes `bytes` of content (a Y.Array of 1 KiB strings) to one document;
-// once a raw client reads it back whole, `clients` real providers open it at the same moment.
+// once a fresh provider reads it back whole, `clients` real providers open it at the same moment.
 // stdout: {"seeded", "seedSeconds", "times": [ms to full content per client, null if not within
 // the timeout], "failed"}.
 async function large () {
