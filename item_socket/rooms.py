@@ -491,9 +491,14 @@ class RoomRegistry:
         if self.streams is not None:
             self.streams.on_updates = self.apply_from_stream
             self.streams.on_awareness = self.apply_awareness_from_stream
-            task = asyncio.create_task(self._expire_presence(), name="item-socket-presence-expiry")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.streams.on_store_health = self._store_health
+            for coro, what in (
+                (self._expire_presence(), "presence-expiry"),
+                (self._probe_store(), "store-probe"),
+            ):
+                task = asyncio.create_task(coro, name=f"item-socket-{what}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
         """Flush everything and unload every room (called once no client is attached)."""
@@ -501,7 +506,7 @@ class RoomRegistry:
         self._stop_flushing.set()
         self._flush_wanted.set()
         for task in list(self._tasks):
-            if task.get_name() == "item-socket-presence-expiry":
+            if task.get_name() in ("item-socket-presence-expiry", "item-socket-store-probe"):
                 task.cancel()
         if self._flusher is not None:
             await self._flusher
@@ -803,6 +808,31 @@ class RoomRegistry:
             room.apply_remote_awareness(update)
         except InvalidUpdate:
             self.metrics.errors.labels("stream_awareness").inc()
+
+    def _store_health(self, healthy: bool) -> None:
+        if healthy != self.store_healthy:
+            level = logging.INFO if healthy else logging.ERROR
+            log_event(logger, level, "store_health", "store %s", "answers again" if healthy else "fails")
+            if not healthy:
+                self.metrics.errors.labels("store_read").inc()
+        self.store_healthy = healthy
+
+    async def _probe_store(self) -> None:
+        """While the shared store is failing, ask it every second whether it answers again.
+
+        In the scale-out nothing else writes to it between compactions, so without this probe
+        readiness would stay false until the next compaction.
+        """
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_flushing.wait(), 1.0)
+            if self.store_healthy or self._closing:
+                continue
+            try:
+                await self.store.ping()
+            except StoreError:
+                continue
+            self._store_health(True)
 
     async def _expire_presence(self) -> None:
         """Every tenth of the timeout, drop other replicas' presence states nobody renewed."""

@@ -96,6 +96,9 @@ class DocumentStore(abc.ABC):
         """
         raise StoreError(f"{type(self).__name__} cannot be shared by replicas (use PostgreSQL)")
 
+    async def ping(self) -> None:  # noqa: B027 - a store without a server has nothing to ask
+        """Check that the store answers; raises StoreError if not (readiness probes)."""
+
     def opened(self, name: str) -> None:  # noqa: B027 - a hook stores may leave empty
         """A room of ``name`` was loaded from this store (nothing to do for a store alone)."""
 

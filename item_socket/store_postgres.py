@@ -247,6 +247,13 @@ class PostgresStore(DocumentStore):
             raise StoreError(f"cannot write the snapshot of {name!r} to {self.where}: {exc}") from exc
         return row is not None
 
+    async def ping(self) -> None:
+        try:
+            async with self._open_pool().connection() as conn:
+                await conn.execute("SELECT 1")
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise StoreError(f"PostgreSQL at {self.where} does not answer: {exc}") from exc
+
     async def count_documents(self) -> int:
         """Number of stored documents (diagnostics, backup checks)."""
         try:

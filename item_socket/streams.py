@@ -38,6 +38,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from .logs import log_event
 from .metrics import Metrics
@@ -142,6 +143,8 @@ class DocumentStreams:
         self.healthy = False
         self.on_updates: Callable[[str, list[bytes]], None] = lambda name, updates: None
         self.on_awareness: Callable[[str, bytes], None] = lambda name, update: None
+        # Called when the shared store fails (readiness) and when it answers again.
+        self.on_store_health: Callable[[bool], None] = lambda healthy: None
         self._redis: Redis | None = None
         self._reader: Redis | None = None
         # Follow positions: document name -> last entry ID applied (updates and presence).
@@ -178,6 +181,8 @@ class DocumentStreams:
             socket_connect_timeout=self.timeout,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
+            # Cluster maintenance push notifications (Redis Enterprise); plain Redis refuses them.
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
             client_name=f"item_socket-{self.replica_id.decode()}",
         )
 
@@ -265,7 +270,12 @@ class DocumentStreams:
             raise self._failed(f"read of {name!r}", exc) from exc
         self._succeeded(started)
         started = time.perf_counter()
-        snapshot = await self.store.load_snapshot(name)
+        try:
+            snapshot = await self.store.load_snapshot(name)
+        except StoreError:
+            self.on_store_health(False)
+            raise
+        self.on_store_health(True)
         self.metrics.store_seconds.labels("load").observe(time.perf_counter() - started)
         covered = stream_position(snapshot.position)
         updates = [snapshot.data] if snapshot.data else []
@@ -495,6 +505,8 @@ class DocumentStreams:
             # Only now that a durable snapshot covers them may the entries leave the stream.
             await redis.xtrim(updates_key(name), minid=_after(last), approximate=False)
         except (RedisError, OSError, StoreError) as exc:
+            if isinstance(exc, StoreError):
+                self.on_store_health(False)
             log_event(
                 logger,
                 logging.WARNING,
@@ -510,6 +522,7 @@ class DocumentStreams:
                 logger, logging.ERROR, "compaction_failed", "cannot merge %r: %r", name, exc, document=name
             )
             return "failed"
+        self.on_store_health(True)
         self.metrics.store_seconds.labels("compact").observe(time.perf_counter() - started)
         log_event(
             logger,
