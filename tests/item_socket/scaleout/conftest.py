@@ -134,7 +134,7 @@ class Front:
         self.base = base
         self.port = free_port("127.0.0.1")
         servers = "\n".join(
-            f"        server 127.0.0.1:{r.port} max_fails=1 fail_timeout=30s;" for r in cluster.replicas
+            f"        server 127.0.0.1:{r.port} max_fails=0;" for r in cluster.replicas
         )
         self.conf = base / "nginx.conf"
         self.conf.write_text(NGINX_CONF.format(base=base, servers=servers, port=self.port))
