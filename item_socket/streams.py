@@ -15,9 +15,9 @@ https://redis.io/docs/latest/develop/data-types/streams/):
   store refuses a snapshot whose token is not newer than the stored one, and the stream is trimmed
   (XTRIM MINID, exact) only after the snapshot covering it is durable. A refused (fenced) snapshot or
   a lock lost during a compaction is counted in ``item_socket_compaction_overlaps``.
-- Presence (awareness) travels on ``item_socket:{<name>}:a``, capped (MAXLEN ~) and expiring when
-  idle; states of clients on another replica expire after ``awareness_timeout`` without renewal,
-  so a replica that dies takes its users' cursors with it.
+- Presence (awareness) travels on ``item_socket:{<name>}:a``, capped (MAXLEN ~) and expiring
+  after twice the awareness timeout without a change; states of clients on another replica expire
+  after ``awareness_timeout`` without renewal, so a replica that dies takes its users' cursors.
 - Redis must not evict the update streams: ``start`` refuses a ``maxmemory-policy`` of ``allkeys-*``
   (y-redis' deployment guide warns that it silently loses unsaved updates).
 """
@@ -50,9 +50,9 @@ KEY_PREFIX = "item_socket"
 # Longest wait of the follower's XREAD (ms): the follower also wakes at once when a document opens.
 FOLLOW_BLOCK_MS = 2000
 FOLLOW_BATCH = 1000
-# Presence entries kept per document stream (approximately), and how long an idle one lives (s).
+# Presence entries kept per document stream (approximately). An idle presence stream expires after
+# twice the awareness timeout: older entries are never replayed (see _replay_presence).
 AWARENESS_MAXLEN = 1000
-AWARENESS_TTL_SECONDS = 120
 # Compaction lock lifetime (ms): longer than the slowest compaction of a large document.
 COMPACTION_LOCK_MS = 60_000
 # Entries read per compaction (a stream is compacted again if it held more).
@@ -447,7 +447,7 @@ class DocumentStreams:
                         fields = {b"a": update, b"r": self.replica_id}
                         pipe.xadd(awareness_key(name), fields, maxlen=AWARENESS_MAXLEN)
                     for name in {name for name, _ in batch}:
-                        pipe.expire(awareness_key(name), AWARENESS_TTL_SECONDS)
+                        pipe.expire(awareness_key(name), max(2, int(2 * self.awareness_timeout)))
                     await pipe.execute()
             except (RedisError, OSError, StoreError) as exc:
                 # Presence is ephemeral: clients renew their state every 15 s, so what is dropped
