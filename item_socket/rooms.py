@@ -789,7 +789,9 @@ class RoomRegistry:
 
     def _refusal(self) -> str | None:
         """Why edits are refused now (too many held while the log fails), or None."""
-        if self._in_flight + sum(len(room.pending) for room in self.rooms.values()) < MAX_BACKLOG_UPDATES:
+        if self.store_healthy and (self.streams is None or self.streams.healthy):
+            return None  # the common case, on every update: no sum over the rooms
+        if self.backlog() < MAX_BACKLOG_UPDATES:
             return None
         return "edits cannot be stored right now; reconnect later (your edits are kept)"
 
