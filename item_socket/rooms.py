@@ -472,8 +472,10 @@ class RoomRegistry:
         unload_grace: float,
         streams: DocumentStreams | None = None,
         awareness_timeout: float = 30.0,
+        max_backlog: int = MAX_BACKLOG_UPDATES,
     ) -> None:
         self.store = store
+        self.max_backlog = max_backlog
         self.streams = streams
         self.log: UpdateLog = streams if streams is not None else store
         self.awareness_timeout = awareness_timeout
@@ -791,7 +793,7 @@ class RoomRegistry:
         """Why edits are refused now (too many held while the log fails), or None."""
         if self.store_healthy and (self.streams is None or self.streams.healthy):
             return None  # the common case, on every update: no sum over the rooms
-        if self.backlog() < MAX_BACKLOG_UPDATES:
+        if self.backlog() < self.max_backlog:
             return None
         return "edits cannot be stored right now; reconnect later (your edits are kept)"
 
