@@ -107,8 +107,9 @@ def _later(a: str, b: str) -> str:
 def merge_into_snapshot(parts: Sequence[bytes]) -> bytes:
     """One Yjs update equal to applying ``parts`` in order (a Doc built and dropped in the caller's thread).
 
-    A Doc is used rather than ``merge_updates``: yrs' merge keeps structs whose dependencies are
-    missing as pending data it may drop, a Doc keeps them in its pending set and encodes them.
+    A Doc is used rather than ``merge_updates``: every part was already applied by a replica's
+    Doc, so applying them again cannot fail where ``merge_updates`` might (the SQLite store logs
+    such failures as ``compaction_failed``), and the result is the state clients load.
     """
     doc: Doc = Doc()
     for part in parts:
