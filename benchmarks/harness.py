@@ -55,15 +55,16 @@ class Server:
     kind: str = ""  # "item_socket", "hocuspocus", "y-socket.io", "y-websocket", "pycrdt-websocket"
     redis: bool = False
 
-    def command(self, port: int, data_dir: Path, redis_url: str | None) -> list[str]:
+    def command(self, port: int, data_dir: Path, scale_out: ScaleOut | None) -> list[str]:
         """The server's command line (unpinned)."""
         if self.kind == "item_socket":
             cmd = [sys.executable, "-m", "item_socket", "--host", "127.0.0.1", "--port", str(port)]
             # Persistence (SQLite) and metrics stay on; no per-connection rate limit, no connection cap.
             cmd += ["--data-dir", str(data_dir), "--log-level", "WARNING", "--rate-limit", "0"]
             cmd += ["--max-connections", "0"]
-            if redis_url:
-                cmd += ["--redis-url", redis_url]
+            if scale_out is not None:
+                cmd += ["--redis-url", scale_out.redis_url, "--store-url", scale_out.store_url]
+                cmd += ["--store-password-file", str(scale_out.store_password_file)]
             return cmd
         if self.kind == "hocuspocus":
             return ["node", str(HERE / "servers/hocuspocus_server.mjs"), str(port)]
@@ -256,17 +257,33 @@ class Running:
         return ""
 
 
-@contextlib.contextmanager
-def _redis(tmp: Path) -> Iterator[str]:
-    """A private redis-server on a free port (tests/servers.py), stopped on exit."""
-    sys.path.insert(0, str(REPO))
-    from tests.servers import RedisServer
+@dataclass(frozen=True)
+class ScaleOut:
+    """What item_socket's scale-out needs: a Redis server and the shared PostgreSQL store."""
 
-    redis = RedisServer(tmp / "redis").start()
+    redis_url: str
+    store_url: str  # without the password (item_socket refuses one in the URL)
+    store_password_file: Path
+
+
+@contextlib.contextmanager
+def _scale_out(tmp: Path) -> Iterator[ScaleOut]:
+    """A private redis-server and PostgreSQL cluster on free ports (tests/servers.py), stopped on exit."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from tests.servers import PostgresServer, RedisServer
+
+    redis = RedisServer(tmp / "redis")
+    postgres = PostgresServer()
     try:
-        yield redis.url
+        redis.start()
+        postgres.start()
+        password_file = tmp / "store-password"
+        password_file.write_text(postgres.password)
+        yield ScaleOut(redis.url, postgres.url_without_password, password_file)
     finally:
         redis.stop()
+        postgres.remove()  # stops it, then deletes its directory
 
 
 @contextlib.contextmanager
@@ -276,12 +293,12 @@ def running(server: Server, extra_args: tuple[str, ...] = ()) -> Iterator[Runnin
     with tempfile.TemporaryDirectory(prefix=f"bench-{server.key}-") as tmp_name:
         tmp = Path(tmp_name)
         with contextlib.ExitStack() as stack:
-            redis_url = stack.enter_context(_redis(tmp)) if server.redis else None
+            scale_out = stack.enter_context(_scale_out(tmp)) if server.redis else None
             port = _free_port()
             env = {k: v for k, v in os.environ.items() if k != "YPERSISTENCE"}  # Node peers in memory
             env |= {"HOST": "127.0.0.1", "PORT": str(port)}  # y-websocket's server reads these
             log = tmp / "server.log"
-            cmd = _pinned([*server.command(port, tmp / "data", redis_url), *extra_args], server_cpu)
+            cmd = _pinned([*server.command(port, tmp / "data", scale_out), *extra_args], server_cpu)
             with log.open("wb") as log_file:
                 proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
             stack.callback(_stop, proc)
