@@ -420,6 +420,8 @@ def _step_figures(
         "delivered": delivered,
         "lost": int(result["expected"]) - delivered,
         "gaps": int(result["gaps"]),
+        "out_of_order": int(result["outOfOrder"]),
+        "duplicates": int(result["duplicates"]),
         "delivered_per_s": delivered / max(float(result["sendSeconds"]), 1e-9),
         "server_cpu_s": server_cpu_s,
         "deliveries_per_core_s": delivered / server_cpu_s if server_cpu_s > 0 else None,

@@ -222,24 +222,35 @@ const openProvider = (room, doc) => {
 // one result line; "stop" ends the process.
 
 const MARKER = /\|(\d+):(\d+):(\d+):(\d+\.\d+)\|/g
-const step = { index: -1, latencies: [], delivered: 0, gaps: 0, reordered: 0 }
+const step = { index: -1, latencies: [], delivered: 0, duplicates: 0, outOfOrder: 0 }
 
-/** What one client has seen of its room's writers (sequence numbers per writer, this step). */
+/** What one client has seen of its room's writers this step: per writer, the sequence numbers. */
 class Tracker {
-  constructor () { this.last = new Map(); this.synced = false }
+  constructor () { this.seen = new Map(); this.synced = false }
   onText (text, received) {
     for (const m of text.matchAll(MARKER)) {
       if (Number(m[1]) !== step.index) continue // a straggler of an earlier step: counted lost there
       const writer = Number(m[2])
       const seq = Number(m[3])
-      const last = this.last.get(writer) ?? -1
-      if (seq <= last) { step.reordered++; continue }
-      if (seq > last + 1) step.gaps += seq - last - 1
-      this.last.set(writer, seq)
+      let seen = this.seen.get(writer)
+      if (seen === undefined) { seen = { max: -1, seqs: new Set() }; this.seen.set(writer, seen) }
+      if (seen.seqs.has(seq)) { step.duplicates++; continue }
+      // Servers that merge several updates into one message (Hocuspocus) may list them in any order.
+      if (seq < seen.max) step.outOfOrder++
+      seen.seqs.add(seq)
+      if (seq > seen.max) seen.max = seq
       step.delivered++
       step.latencies.push(received - Number(m[4]))
     }
   }
+
+  /** Holes: sequence numbers below the highest one seen that never arrived (not trailing losses). */
+  gaps () {
+    let holes = 0
+    for (const { max, seqs } of this.seen.values()) holes += max + 1 - seqs.size
+    return holes
+  }
+
   onBytes (bytes) {
     const received = now()
     this.onText(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1'), received)
@@ -294,8 +305,8 @@ async function throughput () {
     const line = await nextLine()
     if (!line.startsWith('go ')) break
     const { rate, duration, index } = JSON.parse(line.slice(3))
-    Object.assign(step, { index, latencies: [], delivered: 0, gaps: 0, reordered: 0 })
-    for (const t of trackers) t.last.clear()
+    Object.assign(step, { index, latencies: [], delivered: 0, duplicates: 0, outOfOrder: 0 })
+    for (const t of trackers) t.seen.clear()
     for (const w of writers) w.seq = 0
     const loopDelay = monitorEventLoopDelay({ resolution: 10 })
     loopDelay.enable()
@@ -329,8 +340,9 @@ async function throughput () {
       sent,
       expected,
       delivered: step.delivered,
-      gaps: step.gaps,
-      reordered: step.reordered,
+      gaps: trackers.reduce((sum, t) => sum + t.gaps(), 0),
+      outOfOrder: step.outOfOrder,
+      duplicates: step.duplicates,
       sendSeconds,
       wallSeconds: wall,
       cpuSeconds: (cpu.user + cpu.system) / 1e6,
