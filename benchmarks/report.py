@@ -83,11 +83,19 @@ def _simple_table(
     return out
 
 
+def _load_note(rows: dict[str, Row]) -> str:
+    """ " (load average ...)": the machine's 1-minute load average before each server's run."""
+    loads = [r["loadavg_1m_before"] for r in rows.values() if "loadavg_1m_before" in r]
+    if not loads:
+        return ""
+    return f" (1-minute load average before each server: {min(loads):.1f}-{max(loads):.1f} on this machine)"
+
+
 def tables(results: dict[str, Any]) -> str:
     """Every profile's table, in Markdown, with a heading and the profile's description each."""
     parts: list[str] = []
     for name, rows in results["profiles"].items():
-        parts.append(f"### {name}\n\n{results.get('descriptions', {}).get(name, '')}\n")
+        parts.append(f"### {name}\n\n{results.get('descriptions', {}).get(name, '')}{_load_note(rows)}\n")
         if name in ("light", "heavy"):
             lines = _throughput_table(results, rows)
         elif name == "ramp":
@@ -197,13 +205,15 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             ("light: Socket.IO endpoint loses nothing", f"{sio_step['lost']} lost", sio_step["lost"] == 0)
         )
         p, q = sio_step["p99_ms"], ysio_step["p99_ms"]
+        limited = sio_step["generator_limited"] or ysio_step["generator_limited"]
         out.append(
             (
                 "light: Socket.IO endpoint p99 <= y-socket.io's",
-                f"{_n(p, 1)} vs {_n(q, 1)} ms",
-                p is not None and q is not None and p <= q,
+                f"{_n(p, 1)} vs {_n(q, 1)} ms" + (" (generator-limited: not comparable)" if limited else ""),
+                None if limited else p is not None and q is not None and p <= q,
             )
         )
+
     heavy = {k: _first_step(results, "heavy", k) for k in results["profiles"].get("heavy", {})}
     ours = {k: v for k, v in heavy.items() if v and k.startswith("item_socket")}
     peers = {k: v for k, v in heavy.items() if v and not k.startswith("item_socket") and v["lost"] == 0}
@@ -211,11 +221,15 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         best_key = min(peers, key=lambda k: peers[k]["p99_ms"] or math.inf)
         best = peers[best_key]["p99_ms"]
         for key, step in ours.items():
+            limited = step["generator_limited"] or peers[best_key]["generator_limited"]
             out.append(
                 (
                     f"heavy: {_label(results, key)} p99 <= best peer's ({_label(results, best_key)}), 0 lost",
-                    f"{_n(step['p99_ms'], 1)} vs {_n(best, 1)} ms, {step['lost']} lost",
-                    step["p99_ms"] is not None and step["p99_ms"] <= best and step["lost"] == 0,
+                    f"{_n(step['p99_ms'], 1)} vs {_n(best, 1)} ms, {step['lost']} lost"
+                    + (" (generator-limited: p99 not comparable)" if limited else ""),
+                    None
+                    if limited and step["lost"] == 0
+                    else step["p99_ms"] is not None and step["p99_ms"] <= best and step["lost"] == 0,
                 )
             )
     idle = {k: v for k, v in results["profiles"].get("idle", {}).items() if "error" not in v}
@@ -272,9 +286,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("offered deliveries per second")
     ax.set_ylabel("p99 propagation latency, ms (log)")
     m = results["machine_start"]
+    loads = [
+        r["loadavg_1m_before"]
+        for r in results["profiles"].get("ramp", {}).values()
+        if "loadavg_1m_before" in r
+    ]
+    load = f"load avg {min(loads):.1f}-{max(loads):.1f}" if loads else f"load avg {m['loadavg'][0]:.1f}"
     ax.set_title(
-        f"ramp: p99 vs load, server on 1 core\n{m['nproc']} x {m['cpu_model']}, {m['date']}, "
-        f"load avg {m['loadavg'][0]:.2f}",
+        f"ramp: p99 vs offered load, each server pinned to 1 core\n{m['nproc']} x {m['cpu_model']}, "
+        f"{m['date']}, {load}",
         fontsize=9,
     )
     ax.grid(True, which="both", alpha=0.3)
@@ -326,9 +346,8 @@ def _generated(results: dict[str, Any], table_text: str, plot_path: Path) -> str
         "|---|---|---|",
     ]
     for target, measured, achieved in targets(results):
-        lines.append(
-            f"| {target} | {measured} | {'yes' if achieved else 'no' if achieved is False else '-'} |"
-        )
+        verdict = "yes" if achieved else "no" if achieved is False else "not measurable in this run"
+        lines.append(f"| {target} | {measured} | {verdict} |")
     lines += [
         "",
         "## p99 latency vs offered load (ramp)",
