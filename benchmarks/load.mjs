@@ -507,7 +507,7 @@ async function presence () {
     process.exit(1)
   }
   out({ ready: true, connections: clients.length })
-  await nextLine()
+  if (await nextLine() !== 'go') { for (const c of clients) c.raw.close(); return } // stopped early
   const loopDelay = monitorEventLoopDelay({ resolution: 10 })
   loopDelay.enable()
   const cpuBefore = process.cpuUsage()
