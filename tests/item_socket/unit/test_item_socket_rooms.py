@@ -11,10 +11,19 @@ import pytest
 from pycrdt import Doc, Map, Text
 
 from item_socket.metrics import Metrics
-from item_socket.rooms import Broadcast, InvalidUpdate, Peer, RoomLoadError, RoomRegistry, RoomUnavailable
+from item_socket.rooms import (
+    AWARENESS_BATCH_PEERS,
+    Broadcast,
+    InvalidUpdate,
+    Peer,
+    RoomLoadError,
+    RoomRegistry,
+    RoomUnavailable,
+)
 from item_socket.store import DocumentStore, SQLiteStore
+from item_socket.yprotocol import awareness_entries, merge_awareness_updates
 
-from .support import FlakyStore, awareness_update, wait_until
+from .support import FlakyStore, awareness_update, decode_awareness, wait_until
 
 # Mutated real updates found by the fuzz suite (tests/item_socket/fuzz): yrs accepts the first but
 # npm Yjs throws on it; yrs panics mid-commit on the second and the Doc panics ever after.
@@ -284,3 +293,58 @@ async def test_a_document_that_cannot_be_rebuilt_closes_its_clients_and_is_refus
             await registry.acquire("rotten")
     finally:
         await registry.stop()
+
+
+# --- G: awareness in large rooms goes out in batches -----------------------------------------
+
+
+class AwarenessPeer(RecordingPeer):
+    """A peer that also keeps the awareness updates the room sends it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.awareness: list[bytes] = []
+
+    def send_broadcast(self, message: Broadcast) -> int:
+        if message.event == "awareness-update":
+            self.awareness.append(message.payload)
+        return super().send_broadcast(message)
+
+
+def test_merged_awareness_updates_hold_every_entry_in_order() -> None:
+    first = awareness_update(7, 1, {"x": 1})
+    second = awareness_update(8, 4, None)
+    third = awareness_update(7, 2, {"x": 2})
+    merged = merge_awareness_updates([first, second, third])
+    assert awareness_entries(merged) == [(7, 1, False), (8, 4, True), (7, 2, False)]
+    assert merge_awareness_updates([first]) is first
+    assert decode_awareness(merged) == {7: {"x": 2}, 8: None}  # the later entry of 7 wins
+
+
+async def test_a_large_room_sends_awareness_changes_together_and_a_small_one_at_once(
+    registry: RoomRegistry,
+) -> None:
+    small = await registry.acquire("small-presence")
+    pair = [AwarenessPeer(), AwarenessPeer()]
+    for peer in pair:
+        small.add_peer(peer)
+    small.apply_awareness(awareness_update(7, 1, {"x": 1}), pair[0])
+    assert [len(p.awareness) for p in pair] == [1, 1]  # synchronously, as before
+
+    large = await registry.acquire("large-presence")
+    crowd = [AwarenessPeer() for _ in range(AWARENESS_BATCH_PEERS)]
+    for peer in crowd:
+        large.add_peer(peer)
+    large.apply_awareness(awareness_update(10, 1, {"x": 1}), crowd[0])
+    large.apply_awareness(awareness_update(11, 1, {"x": 2}), crowd[1])
+    large.apply_awareness(awareness_update(10, 2, {"x": 3}), crowd[0])
+    assert all(not p.awareness for p in crowd)  # held for the batch window
+    await wait_until(lambda: all(p.awareness for p in crowd), what="the awareness batch")
+    assert all(len(p.awareness) == 1 for p in crowd)
+    assert decode_awareness(crowd[5].awareness[0]) == {10: {"x": 3}, 11: {"x": 2}}
+    # A departure while a batch is pending joins it: nothing overtakes the earlier changes.
+    large.apply_awareness(awareness_update(11, 2, {"x": 4}), crowd[1])
+    large.remove_peer(crowd[1])
+    await wait_until(lambda: len(crowd[2].awareness) == 2, what="the second batch")
+    assert decode_awareness(crowd[2].awareness[1]) == {11: None}
+    assert [c for c, _, _ in awareness_entries(crowd[2].awareness[1])] == [11, 11]
