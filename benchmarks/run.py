@@ -2,7 +2,7 @@
 
 Usage:
   .venv/bin/python -m benchmarks.run --all             # every profile (about 12-15 min on 2 cores)
-  .venv/bin/python -m benchmarks.run --all --quick     # small loads, about 3 min: a smoke run
+  .venv/bin/python -m benchmarks.run --all --quick     # small loads, about 5 min: a smoke run
   .venv/bin/python -m benchmarks.run --profiles light heavy --servers item_socket-ws hocuspocus
   .venv/bin/python -m benchmarks.run --report-only     # rewrite the page from the saved results
   (--redis: also item_socket's y-websocket endpoint with a private Redis, once it takes --redis-url)
