@@ -165,7 +165,9 @@ restore() {
   local name="${1:-}" file documents
   [[ "$name" =~ ^[A-Za-z0-9._-]+\.dump$ ]] || die "restore: '$name' is not a backup file name (spaced-*.dump)"
   file="$BACKUP_DIR/$name"
-  [ -f "$file" ] || die "restore: no backup $name in $BACKUP_DIR (see: ls $BACKUP_DIR)"
+  if [ ! -f "$file" ]; then
+    die "restore: no backup $name in $BACKUP_DIR; the newest are: $(cd "$BACKUP_DIR" && { ls -1t -- *.dump 2>/dev/null || true; } | head -n 10 | tr '\n' ' ')"
+  fi
   password_file
   pg_restore --list "$file" >/dev/null || die "restore: $name is not a readable custom-format dump"
   log "restoring $name into $PGDATABASE at $PGHOST:$PGPORT (objects in the dump are dropped and made again)"
