@@ -13,7 +13,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .auth import Authorizer
 from .connection import Services
 from .connections import Connections
-from .keys import AUTHORIZER, CONNECTIONS, DRAINED, METRICS, REGISTRY, SERVICES, SETTINGS, SOCKETIO, STORE
+from .keys import (
+    AUTHORIZER,
+    CONNECTIONS,
+    DRAINED,
+    METRICS,
+    REGISTRY,
+    SERVICES,
+    SETTINGS,
+    SOCKETIO,
+    STORE,
+    STREAMS,
+)
 from .logs import log_event
 from .metrics import Metrics
 from .rooms import RoomRegistry
@@ -26,6 +37,8 @@ from .socketio_ns import (
     oversized_polling_guard,
 )
 from .store import DocumentStore, SQLiteStore
+from .store_postgres import PostgresStore
+from .streams import DocumentStreams
 from .ywebsocket import handle_ywebsocket
 
 logger = logging.getLogger(__name__)
@@ -37,16 +50,33 @@ _POLLING_OVERHEAD = 1024 * 1024
 def create_app(settings: Settings, store: DocumentStore | None = None) -> web.Application:
     """Build the item_socket application. Resources open in cleanup contexts, not here.
 
-    ``store`` defaults to the SQLite store under ``settings.data_dir``.
+    ``store`` defaults to PostgreSQL at ``settings.store_url``, else SQLite under
+    ``settings.data_dir``. With ``settings.redis_url`` documents are shared with other replicas
+    through Redis streams (see item_socket.streams).
     """
     # Long-polling carries binary as base64: 4/3 of the payload.
     app = web.Application(client_max_size=settings.max_message_bytes * 4 // 3 + _POLLING_OVERHEAD)
     metrics = Metrics()
     connections = Connections(settings.max_connections)
     if store is None:
-        store = SQLiteStore(settings.data_dir, compact_after=settings.compact_after)
+        store = _store_for(settings)
+    streams = None
+    if settings.redis_url is not None:
+        streams = DocumentStreams(
+            settings.redis_url,
+            store,
+            metrics,
+            password_file=settings.redis_password_file,
+            compact_after=settings.compact_after,
+            awareness_timeout=settings.awareness_timeout,
+        )
     registry = RoomRegistry(
-        store, metrics, flush_interval=settings.flush_interval, unload_grace=settings.unload_grace
+        store,
+        metrics,
+        flush_interval=settings.flush_interval,
+        unload_grace=settings.unload_grace,
+        streams=streams,
+        awareness_timeout=settings.awareness_timeout,
     )
     authorizer = Authorizer.from_file(settings.auth_secret_file)
     websockets = WebSockets()
@@ -62,12 +92,15 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> web.Ap
         store_healthy=lambda: registry.store_healthy,
         draining=lambda: not connections.accepting,
     )
+    if streams is not None:
+        metrics.bind_scale_out(redis_healthy=lambda: streams.healthy, outbox=registry.backlog)
 
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[AUTHORIZER] = authorizer
     app[CONNECTIONS] = connections
     app[STORE] = store
+    app[STREAMS] = streams
     app[REGISTRY] = registry
     app[SOCKETIO] = sio
     app[SERVICES] = services
@@ -82,6 +115,7 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> web.Ap
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_streams_ctx)
     app.cleanup_ctx.append(_registry_ctx)
     app.on_shutdown.append(_drain_on_shutdown)
     return app
@@ -155,6 +189,26 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.stop()
 
 
+async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
+    streams = app[STREAMS]
+    if streams is None:
+        yield
+        return
+    await streams.start()
+    yield
+    await streams.stop()
+
+
+def _store_for(settings: Settings) -> DocumentStore:
+    if settings.store_url is not None:
+        return PostgresStore(
+            settings.store_url,
+            password_file=settings.store_password_file,
+            compact_after=settings.compact_after,
+        )
+    return SQLiteStore(settings.data_dir, compact_after=settings.compact_after)
+
+
 async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     registry = app[REGISTRY]
     await registry.start()
@@ -172,6 +226,9 @@ async def _readyz(request: web.Request) -> web.Response:
         problems.append("draining")
     if not request.app[REGISTRY].store_healthy:
         problems.append("store failing")
+    streams = request.app[STREAMS]
+    if streams is not None and not streams.healthy:
+        problems.append("redis unreachable")
     if problems:
         return web.json_response({"status": "not ready", "problems": problems}, status=503)
     return web.json_response({"status": "ready"})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -59,6 +59,26 @@ class _LiveGauges(Collector):
         yield GaugeMetricFamily("item_socket_draining", "1 while shutting down.", value=int(self._draining()))
 
 
+class _ScaleOutGauges(Collector):
+    """Scale-out gauges read at scrape time."""
+
+    def __init__(self, redis_healthy: Callable[[], bool], outbox: Callable[[], int]) -> None:
+        self._redis_healthy = redis_healthy
+        self._outbox = outbox
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "item_socket_redis_healthy",
+            "1 while the last Redis command succeeded.",
+            value=int(self._redis_healthy()),
+        )
+        yield GaugeMetricFamily(
+            "item_socket_outbox_updates",
+            "Updates applied here and not yet appended to their Redis stream (held while Redis is away).",
+            value=self._outbox(),
+        )
+
+
 class Metrics:
     """Counters and histograms of one app, plus the live gauges (bound later by ``bind_live``)."""
 
@@ -101,11 +121,52 @@ class Metrics:
         self.unloads = Counter(
             "item_socket_document_unloads", "Documents unloaded from memory.", registry=self.registry
         )
+        # The scale-out (Redis streams + shared store); registered always, stay at zero without it.
+        self.stream_lag = Histogram(
+            "item_socket_stream_lag_seconds",
+            "From another replica's append of an update to its Redis stream to its application here.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
+        self.redis_seconds = Histogram(
+            "item_socket_redis_seconds",
+            "Round trip of one Redis command or pipeline.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.store_seconds = Histogram(
+            "item_socket_store_operation_seconds",
+            "Duration of one store operation (load, append, compact).",
+            ["operation"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
+        self.compactions = Counter(
+            "item_socket_compactions",
+            "Compactions of a document's Redis stream into its stored snapshot, by outcome "
+            "(compacted, busy: another replica held the lock, fenced, failed).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.compaction_overlaps = Counter(
+            "item_socket_compaction_overlaps",
+            "Compactions that ran while another compaction of the same document did (must stay 0).",
+            registry=self.registry,
+        )
+        self.documents_followed = Gauge(
+            "item_socket_documents_followed",
+            "Documents whose Redis stream this replica follows.",
+            registry=self.registry,
+        )
         self.rebuilds = Counter(
             "item_socket_document_rebuilds",
             "Documents rebuilt from their stored and pending updates after the Yjs decoder crashed on them.",
             registry=self.registry,
         )
+
+    def bind_scale_out(self, redis_healthy: Callable[[], bool], outbox: Callable[[], int]) -> None:
+        """Register the scale-out's scrape-time gauges (only when item_socket runs with Redis)."""
+        self.registry.register(_ScaleOutGauges(redis_healthy, outbox))
 
     def bind_live(
         self,

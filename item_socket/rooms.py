@@ -16,19 +16,41 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pycrdt import Awareness, Doc, TransactionEvent
 
 from .logs import log_event
 from .metrics import Metrics
 from .store import DocumentStore, StoreError
+
+if TYPE_CHECKING:
+    from .streams import DocumentStreams
 from .yprotocol import EMPTY_UPDATE, awareness_entries, check_declared_count
 
 logger = logging.getLogger(__name__)
 # Updates held while a room's document is rebuilt (normally for milliseconds).
 MAX_DEFERRED_UPDATES = 10_000
+# Updates held in memory while the log (store or Redis) fails; beyond it, edits are refused.
+MAX_BACKLOG_UPDATES = 200_000
+# First-sync answers kept per document state (clients rejoining together send the same vector).
+MAX_CACHED_DIFFS = 16
+
+
+class UpdateLog(Protocol):
+    """Where a registry reads documents from and writes integrated updates to.
+
+    The embedded DocumentStore (SQLite), or DocumentStreams (Redis streams + a shared store).
+    """
+
+    async def load(self, name: str) -> list[bytes]: ...
+
+    async def append_many(self, updates: Mapping[str, Sequence[bytes]]) -> None: ...
+
+    def opened(self, name: str) -> None: ...
+
+    def closed(self, name: str) -> None: ...
 
 
 class RoomLoadError(Exception):
@@ -48,6 +70,10 @@ class InvalidUpdate(ValueError):
 
 class RoomUnavailable(RoomLoadError):
     """The room's document is being rebuilt (wait for ``Room.wait_usable()``) or could not be."""
+
+
+# The origin of what other replicas sent through Redis (never published back).
+REMOTE = "remote"
 
 
 class Broadcast:
@@ -103,9 +129,23 @@ class Room:
     """A loaded document: its pycrdt Doc and Awareness, its peers, and updates not yet stored."""
 
     def __init__(
-        self, name: str, doc: Doc, metrics: Metrics, on_crash: Callable[[Room], None] | None = None
+        self,
+        name: str,
+        doc: Doc,
+        metrics: Metrics,
+        on_crash: Callable[[Room], None] | None = None,
+        on_pending: Callable[[], None] | None = None,
+        on_awareness: Callable[[str, bytes], None] | None = None,
+        refusal: Callable[[], str | None] | None = None,
     ) -> None:
         self.name = name
+        # Hooks of the registry: new pending updates, a local client's presence change (both for
+        # the scale-out), and why edits are refused right now (None: accepted).
+        self._on_pending = on_pending
+        self._on_awareness = on_awareness
+        self._refusal = refusal
+        # First-sync answers for this document state, by the client's state vector.
+        self._diffs: dict[bytes, bytes] = {}
         self.doc = doc
         # What each transaction integrated (pycrdt's TransactionEvent.update), collected by the
         # observer during apply_update. Measured against get_state() + get_update(state_before):
@@ -117,7 +157,7 @@ class Room:
         # updates received meanwhile wait in _deferred, in arrival order.
         # An Event, not a Future: it needs no running loop until someone waits on it.
         self.rebuilding: asyncio.Event | None = None
-        self._deferred: list[tuple[bytes, float, Peer | None]] = []
+        self._deferred: list[tuple[bytes, float, Peer | None, bool]] = []
         self._on_crash = on_crash
         self.abandoned = False
         self.awareness = Awareness(doc)
@@ -144,16 +184,26 @@ class Room:
             self.awareness.remove_awareness_states(sorted(peer.awareness_ids), peer)
             peer.awareness_ids.clear()
 
-    def apply_update(self, update: bytes, received_at: float, origin: Peer | None = None) -> None:
+    def apply_update(
+        self, update: bytes, received_at: float, origin: Peer | None = None, from_log: bool = False
+    ) -> None:
         """Apply a client's Yjs update; queue and relay to every peer what the document integrated.
 
         An update that integrates nothing (already known, or only structs still waiting for
         missing dependencies) is neither stored nor relayed. Raises InvalidUpdate when ``update``
         cannot be decoded (the document is left unchanged) or when it crashed the decoder (the
         document is then rebuilt from valid bytes; ``origin`` should be disconnected).
+        ``from_log``: the update came from another replica's stream; it is relayed to this
+        replica's peers but not queued (it is in the log already).
         """
         if update == EMPTY_UPDATE:
             return
+        if origin is not None and self._refusal is not None:
+            refusal = self._refusal()
+            if refusal is not None:
+                # Refused, never dropped: the client keeps the edit and sends it again on reconnect.
+                origin.close_soon(refusal)
+                return
         if self.rebuilding is not None:
             if self.abandoned:
                 return  # every peer is being closed; nothing can apply it
@@ -162,7 +212,7 @@ class Room:
                 if origin is not None:
                     origin.close_soon("document is being rebuilt and too many updates wait; reconnect")
                 return
-            self._deferred.append((update, received_at, origin))
+            self._deferred.append((update, received_at, origin, from_log))
             return
         integrated = self._integrated
         try:
@@ -184,12 +234,18 @@ class Room:
             ) from exc
         if not integrated:
             return
+        self._diffs.clear()
+        queued = False
         for part in integrated:
             if part != EMPTY_UPDATE:
-                self.pending.append(part)
+                if not from_log:
+                    self.pending.append(part)
+                    queued = True
                 self._broadcast(Broadcast("sync-update", part))
         integrated.clear()
         self._metrics.propagation.observe(time.perf_counter() - received_at)
+        if queued and self._on_pending is not None:
+            self._on_pending()
 
     def _on_transaction(self, event: TransactionEvent) -> None:
         self._integrated.append(event.update)
@@ -219,15 +275,16 @@ class Room:
         with contextlib.suppress(BaseException):
             self.doc.unobserve(self._doc_subscription)
         self.doc = doc
+        self._diffs.clear()
         self._integrated.clear()
         self._doc_subscription = doc.observe(self._on_transaction)
         done, self.rebuilding = self.rebuilding, None
         deferred, self._deferred = self._deferred, []
-        for update, received_at, origin in deferred:
+        for update, received_at, origin, from_log in deferred:
             # Applied in arrival order; if one crashes the decoder again, the rest are deferred
             # again by apply_update (self.rebuilding is set anew).
             try:
-                self.apply_update(update, received_at, origin)
+                self.apply_update(update, received_at, origin, from_log)
             except InvalidUpdate as exc:
                 self._metrics.errors.labels(exc.kind).inc()
                 if origin is not None:
@@ -293,15 +350,27 @@ class Room:
         peer.awareness_ids.add(client_id)
 
     def diff_since(self, state_vector: bytes) -> bytes:
-        """The update a client with ``state_vector`` is missing (call ``wait_usable`` first)."""
+        """The update a client with ``state_vector`` is missing (call ``wait_usable`` first).
+
+        Computed once per document state and state vector: after a deploy every client of a
+        document rejoins at once with the same state vector, and a large document's diff costs
+        milliseconds to seconds each.
+        """
         if self.rebuilding is not None:
             raise RoomUnavailable(f"document {self.name!r} is being rebuilt")
+        diff = self._diffs.get(state_vector)
+        if diff is not None:
+            return diff
         try:
             # A state vector starts with its number of (client, clock) pairs, 2 bytes at least.
             check_declared_count(state_vector, 2, "state vector")
-            return self.doc.get_update(state_vector)
+            diff = self.doc.get_update(state_vector)
         except Exception as exc:
             raise InvalidUpdate(f"invalid state vector ({len(state_vector)} bytes): {exc}") from exc
+        if len(self._diffs) >= MAX_CACHED_DIFFS:
+            self._diffs.pop(next(iter(self._diffs)))
+        self._diffs[state_vector] = diff
+        return diff
 
     def awareness_snapshot(self) -> bytes | None:
         """All known client awareness states, encoded; None when there are none."""
@@ -322,7 +391,30 @@ class Room:
             if owner is not None:
                 owner.awareness_ids.discard(client_id)
         changed = changes["added"] + changes["updated"] + changes["removed"]
-        self._broadcast(Broadcast("awareness-update", self.awareness.encode_awareness_update(changed)))
+        encoded = self.awareness.encode_awareness_update(changed)
+        self._broadcast(Broadcast("awareness-update", encoded))
+        if self._on_awareness is not None and isinstance(origin, Peer):
+            self._on_awareness(self.name, encoded)
+
+    def apply_remote_awareness(self, update: bytes) -> None:
+        """Apply a presence update another replica's client made (relayed here, never published)."""
+        try:
+            self.awareness.apply_awareness_update(update, REMOTE)
+        except Exception as exc:
+            raise InvalidUpdate(f"invalid awareness update from Redis ({len(update)} bytes): {exc}") from exc
+
+    def expire_remote_awareness(self, timeout: float) -> None:
+        """Remove presence states of other replicas' clients not renewed for ``timeout`` seconds."""
+        now_ms = time.time() * 1000
+        expired = [
+            client_id
+            for client_id, meta in self.awareness.meta.items()
+            if client_id in self.awareness.states
+            and client_id not in self._awareness_owner
+            and now_ms - meta["lastUpdated"] >= timeout * 1000
+        ]
+        if expired:
+            self.awareness.remove_awareness_states(expired, REMOTE)
 
     def _broadcast(self, message: Broadcast) -> None:
         by_protocol: dict[str, list[int]] = {}
@@ -358,12 +450,24 @@ class RoomRegistry:
     - Updates reach the store within ``flush_interval`` (one transaction per flush for all rooms).
     - A room without clients is flushed then unloaded after ``unload_grace``; it stays registered
       until its flush has finished, so it is never re-loaded while being saved.
+    - With ``streams`` (the scale-out), documents load from and updates go to the Redis streams
+      (at once, not every ``flush_interval``), and what other replicas append is applied here.
     """
 
     def __init__(
-        self, store: DocumentStore, metrics: Metrics, *, flush_interval: float, unload_grace: float
+        self,
+        store: DocumentStore,
+        metrics: Metrics,
+        *,
+        flush_interval: float,
+        unload_grace: float,
+        streams: DocumentStreams | None = None,
+        awareness_timeout: float = 30.0,
     ) -> None:
         self.store = store
+        self.streams = streams
+        self.log: UpdateLog = streams if streams is not None else store
+        self.awareness_timeout = awareness_timeout
         self.metrics = metrics
         self.flush_interval = flush_interval
         self.unload_grace = unload_grace
@@ -374,23 +478,40 @@ class RoomRegistry:
         self._in_flight = 0
         self._closing = False
         self._stop_flushing = asyncio.Event()
+        # Set when updates wait and the log wants them at once (the scale-out), or to stop.
+        self._flush_wanted = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the periodic flush."""
+        """Start the periodic flush (and, in the scale-out, apply what other replicas append)."""
         self._flusher = asyncio.create_task(self._flush_periodically(), name="item-socket-flush")
+        if self.streams is not None:
+            self.streams.on_updates = self.apply_from_stream
+            self.streams.on_awareness = self.apply_awareness_from_stream
+            self.streams.on_store_health = self._store_health
+            for coro, what in (
+                (self._expire_presence(), "presence-expiry"),
+                (self._probe_store(), "store-probe"),
+            ):
+                task = asyncio.create_task(coro, name=f"item-socket-{what}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
         """Flush everything and unload every room (called once no client is attached)."""
         self._closing = True
         self._stop_flushing.set()
+        self._flush_wanted.set()
+        for task in list(self._tasks):
+            if task.get_name() in ("item-socket-presence-expiry", "item-socket-store-probe"):
+                task.cancel()
         if self._flusher is not None:
             await self._flusher
         for task in list(self._tasks):
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
         for attempt in range(3):
             if await self.flush():
@@ -456,18 +577,30 @@ class RoomRegistry:
             room.unload_timer = loop.call_later(self.unload_grace, self._start_unload, room)
 
     async def _load(self, name: str) -> Room:
+        started = time.perf_counter()
         try:
-            updates = await self.store.load(name)
+            updates = await self.log.load(name)
         except StoreError as exc:
             self.store_healthy = False
             self.metrics.errors.labels("store_read").inc()
             log_event(logger, logging.ERROR, "load_failed", "cannot load %r: %s", name, exc, document=name)
             raise RoomLoadError(f"document {name!r} cannot be loaded") from exc
+        self.metrics.store_seconds.labels("load").observe(time.perf_counter() - started)
         doc = self._doc_from(name, updates)
         if self._closing:
             raise RoomLoadError("server is shutting down")
-        room = Room(name, doc, self.metrics, on_crash=self._start_rebuild)
+        room = Room(
+            name,
+            doc,
+            self.metrics,
+            on_crash=self._start_rebuild,
+            on_pending=self._flush_wanted.set if self.streams is not None else None,
+            on_awareness=self.streams.publish_awareness if self.streams is not None else None,
+            refusal=self._refusal,
+        )
         self.rooms[name] = room
+        # Follow from where the load ended: nothing appended since is missed.
+        self.log.opened(name)
         self.metrics.loads.inc()
         log_event(
             logger,
@@ -523,7 +656,7 @@ class RoomRegistry:
             # Store what was integrated before the crash; pending cannot grow while rebuilding.
             await self.flush()
             try:
-                stored = await self.store.load(room.name)
+                stored = await self.log.load(room.name)
                 doc = self._doc_from(room.name, [*stored, *room.pending])
             except RoomLoadError as exc:
                 # Unreadable stored bytes do not heal: retrying would hold the clients forever.
@@ -590,6 +723,7 @@ class RoomRegistry:
             return
         del self.rooms[room.name]
         room.close()
+        self.log.closed(room.name)
         self.metrics.unloads.inc()
         log_event(logger, logging.DEBUG, "document_unloaded", "unloaded %r", room.name, document=room.name)
 
@@ -607,7 +741,7 @@ class RoomRegistry:
             self._in_flight = sum(len(u) for u in updates.values())
             started = time.perf_counter()
             try:
-                await self.store.append_many(updates)
+                await self.log.append_many(updates)
             except Exception as exc:
                 for name, room in batch.items():
                     room.pending[:0] = updates[name]
@@ -626,11 +760,86 @@ class RoomRegistry:
             finally:
                 self._in_flight = 0
             self.metrics.flush_seconds.observe(time.perf_counter() - started)
+            self.metrics.store_seconds.labels("append").observe(time.perf_counter() - started)
             self.store_healthy = True
             return True
 
     async def _flush_periodically(self) -> None:
+        failures = 0
         while not self._stop_flushing.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_flushing.wait(), self.flush_interval)
-            await self.flush()
+                await asyncio.wait_for(self._flush_wanted.wait(), self.flush_interval)
+            self._flush_wanted.clear()
+            if await self.flush():
+                failures = 0
+            else:
+                # Retry backoff while the log fails (updates are held, bounded by MAX_BACKLOG_UPDATES).
+                failures += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_flushing.wait(), min(0.05 * 2**failures, 2.0))
+
+    def _refusal(self) -> str | None:
+        """Why edits are refused now (too many held while the log fails), or None."""
+        if self._in_flight + sum(len(room.pending) for room in self.rooms.values()) < MAX_BACKLOG_UPDATES:
+            return None
+        return "edits cannot be stored right now; reconnect later (your edits are kept)"
+
+    # --- the scale-out ----------------------------------------------------------------------
+
+    def apply_from_stream(self, name: str, updates: list[bytes]) -> None:
+        """Apply updates another replica appended to ``name``'s stream and relay them to local peers."""
+        room = self.rooms.get(name)
+        if room is None:
+            return
+        received_at = time.perf_counter()
+        for update in updates:
+            try:
+                room.apply_update(update, received_at, None, from_log=True)
+            except InvalidUpdate as exc:
+                self.metrics.errors.labels("stream_update").inc()
+                log_event(logger, logging.ERROR, "stream_update_invalid", "%s: %s", name, exc, document=name)
+
+    def apply_awareness_from_stream(self, name: str, update: bytes) -> None:
+        """Apply a presence change of another replica's client to ``name`` and relay it locally."""
+        room = self.rooms.get(name)
+        if room is None or room.rebuilding is not None:
+            return
+        try:
+            room.apply_remote_awareness(update)
+        except InvalidUpdate:
+            self.metrics.errors.labels("stream_awareness").inc()
+
+    def _store_health(self, healthy: bool) -> None:
+        if healthy != self.store_healthy:
+            level = logging.INFO if healthy else logging.ERROR
+            log_event(logger, level, "store_health", "store %s", "answers again" if healthy else "fails")
+            if not healthy:
+                self.metrics.errors.labels("store_read").inc()
+        self.store_healthy = healthy
+
+    async def _probe_store(self) -> None:
+        """While the shared store is failing, ask it every second whether it answers again.
+
+        In the scale-out nothing else writes to it between compactions, so without this probe
+        readiness would stay false until the next compaction.
+        """
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_flushing.wait(), 1.0)
+            if self.store_healthy or self._closing:
+                continue
+            try:
+                await self.store.ping()
+            except StoreError:
+                continue
+            self._store_health(True)
+
+    async def _expire_presence(self) -> None:
+        """Every tenth of the timeout, drop other replicas' presence states nobody renewed."""
+        interval = max(0.5, self.awareness_timeout / 10)
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_flushing.wait(), interval)
+            for room in list(self.rooms.values()):
+                if room.rebuilding is None:
+                    room.expire_remote_awareness(self.awareness_timeout)

@@ -10,8 +10,9 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "ITEM_SOCKET_"
@@ -65,6 +66,30 @@ class Settings(BaseSettings):
     ping_interval: float = Field(
         25.0, gt=0, le=600, description="Seconds between keepalive pings on idle connections."
     )
+    redis_url: str | None = Field(
+        None,
+        description="Redis server of the scale-out (redis://host:port/db): every replica appends the "
+        "updates it integrates to the document's Redis stream and follows the others'; needs "
+        "--store-url. Unset = one replica, no Redis.",
+    )
+    redis_password_file: Path | None = Field(
+        None, description="File holding the Redis password (a Docker secret); none = no AUTH."
+    )
+    store_url: str | None = Field(
+        None,
+        description="Shared document store (postgresql://user@host:port/db); unset = SQLite under "
+        "--data-dir (one replica only).",
+    )
+    store_password_file: Path | None = Field(
+        None, description="File holding the PostgreSQL password (a Docker secret)."
+    )
+    awareness_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds after which a presence state from another replica that was not renewed is "
+        "removed (Yjs' outdatedTimeout; clients renew theirs every 15 s).",
+    )
     cors_allowed_origins: str = Field(
         "*",
         description="Comma-separated origins allowed to open Socket.IO connections ('*' = any, "
@@ -76,15 +101,53 @@ class Settings(BaseSettings):
     def _strip(cls, value: str) -> str:
         return value.strip()
 
-    @field_validator("auth_secret_file")
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        if urlsplit(value).password is not None:
+            raise ValueError("must not carry a password; put it in --redis-password-file")
+        return value
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_scheme(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (unset = SQLite under --data-dir)")
+        if urlsplit(value).password is not None:
+            raise ValueError("must not carry a password; put it in --store-password-file")
+        return value
+
+    @model_validator(mode="after")
+    def _scale_out_needs_a_shared_store(self) -> Settings:
+        if self.redis_url is not None and self.store_url is None:
+            raise ValueError(
+                "--redis-url needs --store-url postgresql://... : replicas must share one store "
+                "(SQLite under --data-dir belongs to one process)"
+            )
+        return self
+
+    @property
+    def scale_out(self) -> bool:
+        """True when replicas share documents through Redis (``redis_url`` given)."""
+        return self.redis_url is not None
+
+    @field_validator("auth_secret_file", "redis_password_file", "store_password_file")
     @classmethod
     def _secret_file_readable(cls, value: Path | None) -> Path | None:
         if value is None:
             return None
         if not value.is_file():
-            raise ValueError(f"{value} is not a readable file; create it with the JWT secret")
+            raise ValueError(f"{value} is not a readable file; create it with the secret")
         if not value.read_bytes().strip():
-            raise ValueError(f"{value} is empty; write the JWT secret into it")
+            raise ValueError(f"{value} is empty; write the secret into it")
         return value
 
     def allowed_origins(self) -> str | list[str] | None:
@@ -93,6 +156,20 @@ class Settings(BaseSettings):
             return "*"
         origins = [o.strip() for o in self.cors_allowed_origins.split(",") if o.strip()]
         return origins or None
+
+
+_URL_FIELDS = ("redis_url", "store_url")
+
+
+def _without_password(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (error messages never echo a secret)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+    except ValueError:
+        return "<unparseable URL>"
 
 
 class SettingsError(Exception):
@@ -139,9 +216,14 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
+            if not error["loc"]:  # a rule across fields (model validator): its message names them
+                lines.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
+            field = str(error["loc"][0])
             source = "flag" if field in given else "environment"
             value = given.get(field, error.get("input"))
+            if field in _URL_FIELDS and isinstance(value, str):
+                value = _without_password(value)
             lines.append(
                 f"{flag_name(field)} ({env_name(field)}, from {source}): {error['msg']} (got {value!r})"
             )

@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,6 +28,32 @@ T = TypeVar("T")
 
 class StoreError(Exception):
     """The store could not read or write a document; the message says which and why."""
+
+
+ZERO_POSITION = "0-0"
+
+
+def stream_position(entry_id: str) -> tuple[int, int]:
+    """A Redis stream entry ID (``"<ms>-<seq>"``) as a comparable ``(ms, seq)`` pair.
+
+    Raises ValueError for anything else. Source: https://redis.io/docs/latest/develop/data-types/streams/
+    """
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A document's compacted state in a shared store (scale-out).
+
+    ``data`` is one merged Yjs update (``b""``: none yet); ``position`` the ID of the last entry of
+    the document's Redis stream it covers (``"0-0"``: none); ``fence`` the fencing token of the
+    compaction that wrote it (later compactions carry larger tokens).
+    """
+
+    data: bytes
+    position: str = ZERO_POSITION
+    fence: int = 0
 
 
 class DocumentStore(abc.ABC):
@@ -53,6 +80,30 @@ class DocumentStore(abc.ABC):
 
         All or nothing: on StoreError none of them is stored.
         """
+
+    async def load_snapshot(self, name: str) -> Snapshot:
+        """Return the compacted snapshot of ``name`` (an empty Snapshot for a new document).
+
+        Only stores that several replicas share implement it; raises StoreError otherwise.
+        """
+        raise StoreError(f"{type(self).__name__} cannot be shared by replicas (use PostgreSQL)")
+
+    async def save_snapshot(self, name: str, snapshot: Snapshot) -> bool:
+        """Replace the snapshot of ``name`` unless a compaction with a larger fence wrote one.
+
+        Returns False (nothing written) when ``snapshot.fence`` is not larger than the stored fence
+        or its position is behind the stored one. Raises StoreError on failure.
+        """
+        raise StoreError(f"{type(self).__name__} cannot be shared by replicas (use PostgreSQL)")
+
+    async def ping(self) -> None:  # noqa: B027 - a store without a server has nothing to ask
+        """Check that the store answers; raises StoreError if not (readiness probes)."""
+
+    def opened(self, name: str) -> None:  # noqa: B027 - a hook stores may leave empty
+        """A room of ``name`` was loaded from this store (nothing to do for a store alone)."""
+
+    def closed(self, name: str) -> None:  # noqa: B027 - a hook stores may leave empty
+        """The room of ``name`` was unloaded (nothing to do for a store alone)."""
 
     async def append(self, name: str, updates: Sequence[bytes]) -> None:
         """Durably append ``updates`` to document ``name``."""

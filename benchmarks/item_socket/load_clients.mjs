@@ -5,7 +5,9 @@
 //
 // Usage: node load_clients.mjs '<json config>'
 //   {"url", "protocol": "ws"|"sio", "rooms": [names], "receivers": 3, "rate": updates/s per room,
-//    "duration": seconds}
+//    "duration": seconds, "urls": [optional: several replicas' base URLs]}
+// With "urls", the writer of room i uses urls[i % n] and its receivers the following replicas in turn,
+// so every delivery crosses replicas (the scale-out benchmark).
 // Protocol on stdout (JSON lines): {"ready": true} once every client synced; then it waits for a
 // line "go" on stdin, writes for `duration` s, waits for stragglers and prints the result line.
 import WebSocket from 'ws'
@@ -20,8 +22,10 @@ import { Receiver, driveLoad } from '../load_driver.mjs'
 console.log = console.error
 const config = JSON.parse(process.argv[2])
 const { url, protocol, rooms, receivers: receiversPerRoom, rate, duration } = config
+const urls = config.urls ?? [url]
+const urlFor = (roomIndex, clientIndex) => urls[(roomIndex + clientIndex) % urls.length]
 
-const openWsReceiver = (room) => {
+const openWsReceiver = (room, url) => {
   const receiver = new Receiver(room)
   const ws = new WebSocket(`${url.replace(/^http/, 'ws')}/ws/${room}`)
   ws.binaryType = 'nodebuffer'
@@ -55,7 +59,7 @@ const openWsReceiver = (room) => {
 
 // A raw Socket.IO receiver over `ws`: Engine.IO v4 + Socket.IO v5 framing by hand, so each delivery
 // costs one small JSON header check and a binary frame, not socket.io-client's full parser.
-const openSioReceiver = (room) => {
+const openSioReceiver = (room, url) => {
   const receiver = new Receiver(room)
   const nsp = `/yjs|${room}`
   const ws = new WebSocket(`${url.replace(/^http/, 'ws')}/socket.io/?EIO=4&transport=websocket`)
@@ -92,7 +96,7 @@ const openSioReceiver = (room) => {
   return receiver
 }
 
-const openWriter = (room) => {
+const openWriter = (room, url) => {
   const doc = new Y.Doc()
   const provider = protocol === 'ws'
     ? new WebsocketProvider(`${url}/ws`, room, doc, { WebSocketPolyfill: WebSocket, disableBc: true })
@@ -100,9 +104,10 @@ const openWriter = (room) => {
   return { room, doc, provider, text: doc.getText('text'), seq: 0 }
 }
 
-const writers = rooms.map(openWriter)
-const receivers = rooms.flatMap((room) =>
-  Array.from({ length: receiversPerRoom }, () => (protocol === 'ws' ? openWsReceiver(room) : openSioReceiver(room))))
+const writers = rooms.map((room, i) => openWriter(room, urlFor(i, 0)))
+const receivers = rooms.flatMap((room, i) =>
+  Array.from({ length: receiversPerRoom }, (_, j) =>
+    (protocol === 'ws' ? openWsReceiver : openSioReceiver)(room, urlFor(i, j + 1))))
 
 await driveLoad({
   writers, receivers, receiversPerRoom, rate, duration, destroyWriter: (w) => w.provider.destroy()

@@ -1,0 +1,537 @@
+"""The scale-out: a Redis Stream per document carries updates between replicas.
+
+Design (after y-redis / y/hub, https://github.com/yjs/y-redis, and Redis Streams,
+https://redis.io/docs/latest/develop/data-types/streams/):
+
+- Every update a replica's document integrates is appended (XADD) to the document's stream
+  ``item_socket:{<name>}:u``; every replica with the document open follows the stream (one blocking
+  XREAD per replica for all its documents) and applies what other replicas appended. Applying a Yjs
+  update twice changes nothing, so a replay after a reconnect or a retried XADD is harmless.
+- The shared store (PostgreSQL) holds each document's snapshot, tagged with the last stream entry
+  it covers. Opening a document reads the stream first, then the snapshot: a compaction trims only
+  what a durable snapshot covers, so the two reads together miss nothing, and the follow position
+  (the later of the two) continues exactly where they ended.
+- One compaction at a time per document: a Redis lock (SET NX PX) with a fencing token (INCR); the
+  store refuses a snapshot whose token is not newer than the stored one, and the stream is trimmed
+  (XTRIM MINID, exact) only after the snapshot covering it is durable. A refused (fenced) snapshot or
+  a lock lost during a compaction is counted in ``item_socket_compaction_overlaps``.
+- Presence (awareness) travels on ``item_socket:{<name>}:a``, capped (MAXLEN ~) and expiring when
+  idle; states of clients on another replica expire after ``awareness_timeout`` without renewal,
+  so a replica that dies takes its users' cursors with it.
+- Redis must not evict the update streams: ``start`` refuses a ``maxmemory-policy`` of ``allkeys-*``
+  (y-redis' deployment guide warns that it silently loses unsaved updates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pycrdt import Doc
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.maint_notifications import MaintNotificationsConfig
+
+from .logs import log_event
+from .metrics import Metrics
+from .store import ZERO_POSITION, DocumentStore, Snapshot, StoreError, stream_position
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "item_socket"
+# Longest wait of the follower's XREAD (ms): the follower also wakes at once when a document opens.
+FOLLOW_BLOCK_MS = 2000
+FOLLOW_BATCH = 1000
+# Presence entries kept per document stream (approximately), and how long an idle one lives (s).
+AWARENESS_MAXLEN = 1000
+AWARENESS_TTL_SECONDS = 120
+# Compaction lock lifetime (ms): longer than the slowest compaction of a large document.
+COMPACTION_LOCK_MS = 60_000
+# Entries read per compaction (a stream is compacted again if it held more).
+COMPACTION_BATCH = 100_000
+EVICTING_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
+
+# Deletes the lock only if it still holds our token (no one else's lock is ever released).
+_RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class ScaleOutError(StoreError):
+    """Redis cannot be used for the scale-out (unreachable at start, or configured to evict)."""
+
+
+def updates_key(name: str) -> str:
+    """The Redis key of document ``name``'s update stream (hash tag: one cluster slot per document)."""
+    return f"{KEY_PREFIX}:{{{name}}}:u"
+
+
+def awareness_key(name: str) -> str:
+    """The Redis key of document ``name``'s presence stream."""
+    return f"{KEY_PREFIX}:{{{name}}}:a"
+
+
+def _lock_key(name: str) -> str:
+    return f"{KEY_PREFIX}:{{{name}}}:compaction"
+
+
+def _fence_key(name: str) -> str:
+    return f"{KEY_PREFIX}:{{{name}}}:fence"
+
+
+def _after(entry_id: str) -> str:
+    """The smallest stream ID greater than ``entry_id`` (for XTRIM MINID: keep what follows it)."""
+    ms, seq = stream_position(entry_id)
+    return f"{ms}-{seq + 1}"
+
+
+def _later(a: str, b: str) -> str:
+    return a if stream_position(a) >= stream_position(b) else b
+
+
+def merge_into_snapshot(parts: Sequence[bytes]) -> bytes:
+    """One Yjs update equal to applying ``parts`` in order (a Doc built and dropped in the caller's thread).
+
+    A Doc is used rather than ``merge_updates``: yrs' merge keeps structs whose dependencies are
+    missing as pending data it may drop, a Doc keeps them in its pending set and encodes them.
+    """
+    doc: Doc = Doc()
+    for part in parts:
+        if part:
+            doc.apply_update(part)
+    return doc.get_update()
+
+
+class DocumentStreams:
+    """The update log of the scale-out: load, append, follow and compact documents' Redis streams.
+
+    It is the registry's log in place of the store (same ``load`` / ``append_many`` shape) and calls
+    back ``on_updates(name, updates)`` and ``on_awareness(name, update)`` with what other replicas
+    appended. Every Redis command is bounded by ``timeout`` seconds; failures raise StoreError (the
+    registry keeps the updates and retries) and set ``healthy`` False until a command succeeds.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        store: DocumentStore,
+        metrics: Metrics,
+        *,
+        password_file: Path | None = None,
+        compact_after: int = 500,
+        awareness_timeout: float = 30.0,
+        timeout: float = 5.0,
+        replica_id: str | None = None,
+    ) -> None:
+        self.url = url
+        self.store = store
+        self.metrics = metrics
+        self.password_file = password_file
+        self.compact_after = compact_after
+        self.awareness_timeout = awareness_timeout
+        self.timeout = timeout
+        self.replica_id = (replica_id or uuid.uuid4().hex[:16]).encode()
+        self.healthy = False
+        self.on_updates: Callable[[str, list[bytes]], None] = lambda name, updates: None
+        self.on_awareness: Callable[[str, bytes], None] = lambda name, update: None
+        # Called when the shared store fails (readiness) and when it answers again.
+        self.on_store_health: Callable[[bool], None] = lambda healthy: None
+        self._redis: Redis | None = None
+        self._reader: Redis | None = None
+        # Follow positions: document name -> last entry ID applied (updates and presence).
+        self._updates_at: dict[str, str] = {}
+        self._awareness_at: dict[str, str] = {}
+        # Where the last load of a document ended, until ``opened`` starts following from there.
+        self._loaded_at: dict[str, str] = {}
+        self._wake_key = f"{KEY_PREFIX}:replica:{self.replica_id.decode()}:wake"
+        self._wake_at = ZERO_POSITION
+        self._follower: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._compacting: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._awareness_queue: list[tuple[str, bytes]] = []
+        self._awareness_wanted = asyncio.Event()
+        self._awareness_sender: asyncio.Task[None] | None = None
+        self._release_lock: Any = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def _client(self, socket_timeout: float) -> Redis:
+        password = None
+        if self.password_file is not None:
+            try:
+                password = self.password_file.read_text().strip()
+            except OSError as exc:
+                raise ScaleOutError(f"cannot read Redis' password file {self.password_file}: {exc}") from exc
+        # No retries inside redis-py: a failure must reach us at once (readiness, held updates);
+        # the follower and the flush loop retry on their own bounded schedules.
+        return Redis.from_url(
+            self.url,
+            password=password,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=self.timeout,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+            # Cluster maintenance push notifications (Redis Enterprise); plain Redis refuses them.
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
+            client_name=f"item_socket-{self.replica_id.decode()}",
+        )
+
+    async def start(self) -> None:
+        """Connect, refuse an evicting Redis, start following. Raises ScaleOutError naming the fix."""
+        self._redis = self._client(self.timeout)
+        self._reader = self._client(self.timeout + FOLLOW_BLOCK_MS / 1000)
+        try:
+            memory = await self._redis.info("memory")
+        except (RedisError, OSError) as exc:
+            await self._close_clients()
+            raise ScaleOutError(f"cannot reach Redis at {self.url}: {exc}") from exc
+        policy = str(memory.get("maxmemory_policy", "noeviction"))
+        if policy in EVICTING_POLICIES:
+            await self._close_clients()
+            raise ScaleOutError(
+                f"Redis at {self.url} has maxmemory-policy {policy}: it may evict the streams that hold "
+                "documents' updates not yet stored. Set `maxmemory-policy noeviction` (redis.conf, or "
+                "CONFIG SET maxmemory-policy noeviction); volatile-* policies are also safe."
+            )
+        self._release_lock = self._redis.register_script(_RELEASE_LOCK)
+        self.healthy = True
+        self._follower = asyncio.create_task(self._follow(), name="item-socket-follow")
+        self._awareness_sender = asyncio.create_task(self._send_awareness(), name="item-socket-presence")
+        log_event(
+            logger,
+            logging.INFO,
+            "scale_out_started",
+            "following document streams on %s as replica %s",
+            self.url,
+            self.replica_id.decode(),
+            replica=self.replica_id.decode(),
+            maxmemory_policy=policy,
+        )
+
+    async def stop(self) -> None:
+        """Stop following; wait (bounded) for running compactions; close the connections."""
+        self._stopping = True
+        await self._wake()
+        for task in (self._follower, self._awareness_sender):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.timeout)
+        await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        for client in (self._redis, self._reader):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+        self._redis = self._reader = None
+
+    def _commands(self) -> Redis:
+        if self._redis is None:
+            raise StoreError("Redis is not connected")
+        return self._redis
+
+    def _failed(self, what: str, exc: BaseException) -> StoreError:
+        if self.healthy:
+            log_event(logger, logging.ERROR, "redis_failed", "Redis %s: %s", what, exc, reason=str(exc))
+        self.healthy = False
+        self.metrics.errors.labels("redis").inc()
+        return StoreError(f"Redis {what} failed: {exc}")
+
+    def _succeeded(self, started: float) -> None:
+        self.metrics.redis_seconds.observe(time.perf_counter() - started)
+        if not self.healthy:
+            log_event(logger, logging.INFO, "redis_recovered", "Redis answers again")
+        self.healthy = True
+
+    # --- the registry's log -----------------------------------------------------------------
+
+    async def load(self, name: str) -> list[bytes]:
+        """The updates that rebuild ``name``: its stored snapshot plus the stream entries after it.
+
+        Reads the stream before the snapshot (see the module docstring). Raises StoreError.
+        """
+        started = time.perf_counter()
+        try:
+            entries = await self._commands().xrange(updates_key(name), "-", "+")
+        except (RedisError, OSError) as exc:
+            raise self._failed(f"read of {name!r}", exc) from exc
+        self._succeeded(started)
+        started = time.perf_counter()
+        try:
+            snapshot = await self.store.load_snapshot(name)
+        except StoreError:
+            self.on_store_health(False)
+            raise
+        self.on_store_health(True)
+        self.metrics.store_seconds.labels("load").observe(time.perf_counter() - started)
+        covered = stream_position(snapshot.position)
+        updates = [snapshot.data] if snapshot.data else []
+        position = snapshot.position
+        for entry_id, fields in entries:
+            entry = entry_id.decode()
+            position = _later(position, entry)
+            if stream_position(entry) > covered:
+                updates.append(fields[b"u"])
+        self._loaded_at[name] = position
+        if len(entries) >= self.compact_after:
+            self.compact_soon(name)
+        return updates
+
+    async def append_many(self, updates: Mapping[str, Sequence[bytes]]) -> None:
+        """Append each document's updates to its stream, in order, in one pipeline.
+
+        Raises StoreError when Redis fails: the caller keeps all of them and retries (entries that
+        did land are appended again: harmless, see the module docstring).
+        """
+        if not updates:
+            return
+        started = time.perf_counter()
+        names = [name for name, parts in updates.items() if parts]
+        try:
+            async with self._commands().pipeline(transaction=False) as pipe:
+                for name in names:
+                    key = updates_key(name)
+                    for part in updates[name]:
+                        pipe.xadd(key, {b"u": part, b"r": self.replica_id})
+                    pipe.xlen(key)
+                results = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self._failed(f"append to {len(names)} streams", exc) from exc
+        self._succeeded(started)
+        index = 0
+        for name in names:
+            index += len(updates[name])
+            if results[index] >= self.compact_after:
+                self.compact_soon(name)
+            index += 1
+
+    def opened(self, name: str) -> None:
+        """Start following ``name`` from where its last ``load`` ended (call once its room exists)."""
+        self._updates_at[name] = self._loaded_at.pop(name, ZERO_POSITION)
+        self._awareness_at.setdefault(name, f"{int(time.time() * 1000) - 1}-0")
+        self.metrics.documents_followed.set(len(self._updates_at))
+        self._spawn(self._wake(), "wake")
+        self._spawn(self._replay_presence(name), f"presence:{name}")
+
+    def closed(self, name: str) -> None:
+        """Stop following ``name`` (its room unloaded) and compact what its stream still holds."""
+        self._updates_at.pop(name, None)
+        self._awareness_at.pop(name, None)
+        self._loaded_at.pop(name, None)
+        self.metrics.documents_followed.set(len(self._updates_at))
+        self.compact_soon(name)
+
+    def publish_awareness(self, name: str, update: bytes) -> None:
+        """Queue a presence change of a local client for the other replicas (best effort, bounded)."""
+        if len(self._awareness_queue) < 10_000:
+            self._awareness_queue.append((name, update))
+            self._awareness_wanted.set()
+
+    # --- following --------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any, what: str) -> None:
+        task = asyncio.create_task(coro, name=f"item-socket-{what}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _wake(self) -> None:
+        """Interrupt the follower's blocking XREAD so it picks up a changed set of documents."""
+        if self._redis is None:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.xadd(self._wake_key, {b"w": b"1"}, maxlen=1, approximate=False)
+            await self._redis.expire(self._wake_key, 3600)
+
+    async def _follow(self) -> None:
+        reader = self._reader
+        assert reader is not None
+        failures = 0
+        while not self._stopping:
+            streams: dict[str, str] = {self._wake_key: self._wake_at}
+            for name, position in self._updates_at.items():
+                streams[updates_key(name)] = position
+            for name, position in self._awareness_at.items():
+                streams[awareness_key(name)] = position
+            try:
+                result = await reader.xread(streams, count=FOLLOW_BATCH, block=FOLLOW_BLOCK_MS)
+            except (RedisError, OSError) as exc:
+                self._failed("follow", exc)
+                failures += 1
+                # Bounded backoff while Redis is away; the positions keep everything to replay.
+                await asyncio.sleep(min(0.05 * 2**failures, 2.0))
+                continue
+            failures = 0
+            if not self.healthy:
+                self.healthy = True
+                log_event(logger, logging.INFO, "redis_recovered", "Redis answers again")
+            now_ms = time.time() * 1000
+            for key, entries in result or ():
+                self._dispatch(key.decode(), entries, now_ms)
+
+    def _dispatch(self, key: str, entries: list[tuple[bytes, dict[bytes, bytes]]], now_ms: float) -> None:
+        if key == self._wake_key:
+            self._wake_at = entries[-1][0].decode()
+            return
+        name, kind = key[len(KEY_PREFIX) + 2 :].rsplit("}:", 1)
+        last = entries[-1][0].decode()
+        positions = self._updates_at if kind == "u" else self._awareness_at
+        if name not in positions:
+            return  # closed while the read was in flight
+        positions[name] = last
+        mine = self.replica_id
+        if kind == "u":
+            updates = []
+            for entry_id, fields in entries:
+                if fields.get(b"r") != mine:
+                    updates.append(fields[b"u"])
+                    appended_ms = stream_position(entry_id.decode())[0]
+                    self.metrics.stream_lag.observe(max(0.0, now_ms - appended_ms) / 1000)
+            if updates:
+                self.on_updates(name, updates)
+        else:
+            for _entry_id, fields in entries:
+                if fields.get(b"r") != mine:
+                    self.on_awareness(name, fields[b"a"])
+
+    async def _replay_presence(self, name: str) -> None:
+        """Show a newly opened document's clients the presence of other replicas' clients at once.
+
+        Entries older than the awareness timeout are skipped (their clients may be gone).
+        """
+        try:
+            entries = await self._commands().xrevrange(awareness_key(name), "+", "-", count=AWARENESS_MAXLEN)
+        except (RedisError, OSError, StoreError):
+            return
+        horizon = (time.time() - self.awareness_timeout) * 1000
+        for entry_id, fields in reversed(entries):
+            if stream_position(entry_id.decode())[0] >= horizon and fields.get(b"r") != self.replica_id:
+                self.on_awareness(name, fields[b"a"])
+
+    async def _send_awareness(self) -> None:
+        while not self._stopping:
+            await self._awareness_wanted.wait()
+            self._awareness_wanted.clear()
+            batch, self._awareness_queue = self._awareness_queue, []
+            if not batch:
+                continue
+            started = time.perf_counter()
+            try:
+                async with self._commands().pipeline(transaction=False) as pipe:
+                    for name, update in batch:
+                        fields = {b"a": update, b"r": self.replica_id}
+                        pipe.xadd(awareness_key(name), fields, maxlen=AWARENESS_MAXLEN)
+                    for name in {name for name, _ in batch}:
+                        pipe.expire(awareness_key(name), AWARENESS_TTL_SECONDS)
+                    await pipe.execute()
+            except (RedisError, OSError, StoreError) as exc:
+                # Presence is ephemeral: clients renew their state every 15 s, so what is dropped
+                # while Redis is away comes back by itself.
+                self._failed("presence append", exc)
+                continue
+            self._succeeded(started)
+
+    # --- compaction -------------------------------------------------------------------------
+
+    def compact_soon(self, name: str) -> None:
+        """Compact ``name`` in the background unless this replica already is."""
+        if name not in self._compacting and not self._stopping and self._redis is not None:
+            self._compacting.add(name)
+            self._spawn(self._compact(name), f"compact:{name}")
+
+    async def compact(self, name: str) -> str:
+        """Compact ``name`` now; returns the outcome: compacted, empty, busy, fenced or failed."""
+        self._compacting.add(name)
+        return await self._compact(name)
+
+    async def _compact(self, name: str) -> str:
+        try:
+            return await self._compact_locked(name)
+        finally:
+            self._compacting.discard(name)
+
+    async def _compact_locked(self, name: str) -> str:
+        redis = self._commands()
+        try:
+            token = int(await redis.incr(_fence_key(name)))
+            if not await redis.set(_lock_key(name), token, nx=True, px=COMPACTION_LOCK_MS):
+                self.metrics.compactions.labels("busy").inc()
+                return "busy"  # another replica compacts it right now
+        except (RedisError, OSError) as exc:
+            self._failed(f"compaction lock of {name!r}", exc)
+            self.metrics.compactions.labels("failed").inc()
+            return "failed"
+        outcome = "failed"
+        try:
+            outcome = await self._compact_under_lock(redis, name, token)
+            return outcome
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await self._release_lock(keys=[_lock_key(name)], args=[token])
+            if outcome != "empty":
+                self.metrics.compactions.labels(outcome).inc()
+
+    async def _compact_under_lock(self, redis: Redis, name: str, token: int) -> str:
+        started = time.perf_counter()
+        try:
+            entries = await redis.xrange(updates_key(name), "-", "+", count=COMPACTION_BATCH)
+            if not entries:
+                return "empty"
+            snapshot = await self.store.load_snapshot(name)
+            covered = stream_position(snapshot.position)
+            last = entries[-1][0].decode()
+            parts = [snapshot.data] + [f[b"u"] for i, f in entries if stream_position(i.decode()) > covered]
+            merged = await asyncio.to_thread(merge_into_snapshot, parts)
+            if await redis.get(_lock_key(name)) != str(token).encode():
+                # The lock expired during a slow compaction and someone else may be compacting.
+                self.metrics.compaction_overlaps.inc()
+            covering = Snapshot(merged, _later(last, snapshot.position), token)
+            saved = await self.store.save_snapshot(name, covering)
+            if not saved:
+                self.metrics.compaction_overlaps.inc()
+                return "fenced"
+            # Only now that a durable snapshot covers them may the entries leave the stream.
+            await redis.xtrim(updates_key(name), minid=_after(last), approximate=False)
+        except (RedisError, OSError, StoreError) as exc:
+            if isinstance(exc, StoreError):
+                self.on_store_health(False)
+            log_event(
+                logger,
+                logging.WARNING,
+                "compaction_failed",
+                "cannot compact %r: %s",
+                name,
+                exc,
+                document=name,
+            )
+            return "failed"
+        except Exception as exc:  # a Yjs decoder error: keep the stream, the updates are safe there
+            log_event(
+                logger, logging.ERROR, "compaction_failed", "cannot merge %r: %r", name, exc, document=name
+            )
+            return "failed"
+        self.on_store_health(True)
+        self.metrics.store_seconds.labels("compact").observe(time.perf_counter() - started)
+        log_event(
+            logger,
+            logging.DEBUG,
+            "compacted",
+            "compacted %r: %d entries into a %d-byte snapshot",
+            name,
+            len(entries),
+            len(merged),
+            document=name,
+        )
+        return "compacted"

@@ -1,0 +1,244 @@
+"""The scale-out's parts against a real redis-server and PostgreSQL: store, streams, fencing, loads.
+
+No item_socket process here: DocumentStreams and PostgresStore objects in the test's event loop,
+several of them standing for several replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pycrdt import Doc, Map, Text
+
+from item_socket.metrics import Metrics
+from item_socket.rooms import RoomRegistry
+from item_socket.store import Snapshot, StoreError
+from item_socket.store_postgres import PostgresStore
+from item_socket.streams import DocumentStreams, ScaleOutError, updates_key
+from tests.servers import PostgresServer, RedisServer
+
+from .support import wait_until
+
+
+def text_update(doc: Doc, text: str) -> bytes:
+    before = doc.get_state()
+    doc.get("t", type=Text).insert(len(str(doc.get("t", type=Text))), text)
+    return doc.get_update(before)
+
+
+def text_of(updates: list[bytes]) -> str:
+    doc: Doc = Doc()
+    for update in updates:
+        doc.apply_update(update)
+    return str(doc.get("t", type=Text))
+
+
+@pytest.fixture
+async def store(postgres_server: PostgresServer, tmp_path: Path) -> AsyncIterator[PostgresStore]:
+    password = tmp_path / "pw"
+    password.write_text(postgres_server.password)
+    async with PostgresStore(
+        postgres_server.url_without_password, password_file=password, compact_after=10
+    ) as opened:
+        yield opened
+
+
+def replica(redis_server: RedisServer, store: PostgresStore, compact_after: int = 1000) -> DocumentStreams:
+    return DocumentStreams(redis_server.url, store, Metrics(), compact_after=compact_after)
+
+
+async def test_postgres_store_keeps_and_compacts_a_log(store: PostgresStore) -> None:
+    name = f"log-{uuid.uuid4().hex}"
+    source: Doc = Doc()
+    expected = ""
+    for i in range(35):
+        await store.append(name, [text_update(source, f"{i},")])
+        expected += f"{i},"
+    updates = await store.load(name)
+    assert len(updates) <= 11  # the snapshot plus at most compact_after logged updates
+    assert text_of(updates) == expected
+    assert await store.load(f"never-{uuid.uuid4().hex}") == []
+    assert await store.count_documents() >= 1
+
+
+async def test_postgres_store_refuses_a_stale_fence_or_an_older_position(store: PostgresStore) -> None:
+    name = f"fence-{uuid.uuid4().hex}"
+    source: Doc = Doc()
+    first = text_update(source, "one")
+    assert await store.save_snapshot(name, Snapshot(first, "100-0", 5))
+    assert not await store.save_snapshot(name, Snapshot(b"older", "200-0", 4)), "a stale token wrote"
+    assert not await store.save_snapshot(name, Snapshot(b"behind", "99-9", 6)), "a position went back"
+    assert await store.load_snapshot(name) == Snapshot(first, "100-0", 5)
+    assert await store.save_snapshot(name, Snapshot(first + b"", "100-3", 6))
+
+
+async def test_postgres_store_errors_name_the_server_without_the_password(tmp_path: Path) -> None:
+    password = tmp_path / "pw"
+    password.write_text("s3cret-value")
+    unreachable = PostgresStore("postgresql://spaced@127.0.0.1:9/spaced", password_file=password, timeout=2)
+    with pytest.raises(StoreError, match=r"127\.0\.0\.1:9/spaced") as raised:
+        await unreachable.start()
+    assert "s3cret-value" not in str(raised.value)
+
+
+async def test_a_load_misses_nothing_while_another_replica_compacts(
+    redis_server: RedisServer, store: PostgresStore
+) -> None:
+    name = f"race-{uuid.uuid4().hex}"
+    writer, reader = replica(redis_server, store), replica(redis_server, store)
+    await writer.start()
+    await reader.start()
+    try:
+        source: Doc = Doc()
+        expected = ""
+        for round_ in range(20):
+            batch = []
+            for i in range(10):
+                batch.append(text_update(source, f"{round_}.{i},"))
+                expected += f"{round_}.{i},"
+            await writer.append_many({name: batch})
+            # A load and a compaction race on every round; whatever their order, nothing is missing.
+            loaded, _ = await asyncio.gather(reader.load(name), writer.compact(name))
+            assert text_of(loaded) == expected, f"round {round_}: a load missed updates"
+        assert writer.metrics.compaction_overlaps._value.get() == 0
+    finally:
+        await writer.stop()
+        await reader.stop()
+
+
+async def test_one_compaction_at_a_time_and_the_stream_trimmed_only_after_the_snapshot(
+    redis_server: RedisServer, store: PostgresStore
+) -> None:
+    name = f"compact-{uuid.uuid4().hex}"
+    replicas = [replica(redis_server, store) for _ in range(3)]
+    for r in replicas:
+        await r.start()
+    try:
+        source: Doc = Doc()
+        await replicas[0].append_many({name: [text_update(source, f"{i},") for i in range(300)]})
+        outcomes = await asyncio.gather(*(r.compact(name) for r in replicas for _ in range(3)))
+        assert outcomes.count("compacted") >= 1
+        assert set(outcomes) <= {"compacted", "busy", "empty"}, outcomes
+        assert sum(r.metrics.compaction_overlaps._value.get() for r in replicas) == 0
+        assert int(redis_server.cli("XLEN", updates_key(name))) == 0
+        snapshot = await store.load_snapshot(name)
+        assert text_of([snapshot.data]) == "".join(f"{i}," for i in range(300))
+    finally:
+        for r in replicas:
+            await r.stop()
+
+
+async def test_a_fenced_compaction_leaves_the_stream_alone(
+    redis_server: RedisServer, store: PostgresStore
+) -> None:
+    name = f"fenced-{uuid.uuid4().hex}"
+    streams = replica(redis_server, store)
+    await streams.start()
+    try:
+        await streams.append_many({name: [text_update(Doc(), "kept")]})
+        # A newer compaction (larger token) already wrote: this replica's token is stale.
+        assert await store.save_snapshot(name, Snapshot(b"", "0-0", 10**9))
+        assert await streams.compact(name) == "fenced"
+        assert streams.metrics.compaction_overlaps._value.get() == 1
+        assert int(redis_server.cli("XLEN", updates_key(name))) == 1, "trimmed without a covering snapshot"
+    finally:
+        await streams.stop()
+
+
+async def test_updates_reach_the_other_replica_and_are_not_echoed(
+    redis_server: RedisServer, store: PostgresStore
+) -> None:
+    name = f"follow-{uuid.uuid4().hex}"
+    registries = []
+    for _ in range(2):
+        streams = replica(redis_server, store)
+        await streams.start()
+        registry = RoomRegistry(store, streams.metrics, flush_interval=0.5, unload_grace=5, streams=streams)
+        await registry.start()
+        registries.append(registry)
+    try:
+        rooms = [await r.acquire(name) for r in registries]
+        source: Doc = Doc()
+        rooms[0].apply_update(text_update(source, "from A"), 0.0)
+        await wait_until(
+            lambda: str(rooms[1].doc.get("t", type=Text)) == "from A", what="B applies A's update"
+        )
+        # Flushed at once, not after flush_interval, and B queued nothing of its own.
+        assert rooms[1].pending == []
+        assert int(redis_server.cli("XLEN", updates_key(name))) == 1
+        for room, registry in zip(rooms, registries, strict=True):
+            registry.release(room)
+    finally:
+        for registry in registries:
+            await registry.stop()
+            assert registry.streams is not None
+            await registry.streams.stop()
+
+
+async def test_edits_are_held_while_redis_is_away_and_sent_when_it_returns(
+    tmp_path: Path, store: PostgresStore
+) -> None:
+    redis = RedisServer(tmp_path / "redis").start()
+    streams = replica(redis, store)
+    await streams.start()
+    registry = RoomRegistry(store, streams.metrics, flush_interval=0.05, unload_grace=5, streams=streams)
+    await registry.start()
+    name = f"held-{uuid.uuid4().hex}"
+    try:
+        room = await registry.acquire(name)
+        redis.stop()
+        source: Doc = Doc()
+        room.apply_update(text_update(source, "held"), 0.0)
+        await wait_until(lambda: not streams.healthy, what="Redis failure noticed")
+        assert registry.backlog() == 1
+        redis.start()
+        await wait_until(lambda: registry.backlog() == 0, seconds=15, what="held edit appended")
+        assert streams.healthy
+        assert int(redis.cli("XLEN", updates_key(name))) == 1
+        registry.release(room)
+    finally:
+        await registry.stop()
+        await streams.stop()
+        redis.stop()
+
+
+async def test_an_evicting_redis_is_refused_naming_the_setting(tmp_path: Path, store: PostgresStore) -> None:
+    for policy, refused in (("allkeys-lru", True), ("allkeys-lfu", True), ("volatile-lru", False)):
+        redis = RedisServer(tmp_path / policy, maxmemory_policy=policy).start()
+        try:
+            streams = replica(redis, store)
+            if refused:
+                with pytest.raises(ScaleOutError, match=f"maxmemory-policy {policy}.*noeviction"):
+                    await streams.start()
+            else:
+                await streams.start()
+                await streams.stop()
+        finally:
+            redis.stop()
+
+
+async def test_first_sync_answer_is_computed_once_per_document_state(
+    redis_server: RedisServer, store: PostgresStore
+) -> None:
+    streams = replica(redis_server, store)
+    await streams.start()
+    registry = RoomRegistry(store, streams.metrics, flush_interval=0.5, unload_grace=5, streams=streams)
+    await registry.start()
+    try:
+        room = await registry.acquire(f"sync-{uuid.uuid4().hex}")
+        source: Doc = Doc()
+        source.get("m", type=Map)["k"] = "v" * 1000
+        room.apply_update(source.get_update(), 0.0)
+        empty_vector = Doc().get_state()
+        first = room.diff_since(empty_vector)
+        assert room.diff_since(empty_vector) is first, "recomputed for the same state"
+        room.apply_update(text_update(source, "more"), 0.0)
+        assert room.diff_since(empty_vector) is not first, "a stale answer after a change"
+        registry.release(room)
+    finally:
+        await registry.stop()
+        await streams.stop()
