@@ -245,8 +245,17 @@ class Session:
         """
         if len(diff) <= SYNC_PART_BYTES:
             return [diff]
+        # Clients joining together get the same answer object (Room.diff_since caches it): cut
+        # it once for all of them.
+        answers = self.room.split_answers if self.room is not None else {}
+        task = answers.get(diff)
+        if task is None:
+            task = asyncio.ensure_future(asyncio.to_thread(split_update, diff, SYNC_PART_BYTES))
+            if len(answers) >= 4:
+                answers.pop(next(iter(answers)))
+            answers[diff] = task
         try:
-            return await asyncio.to_thread(split_update, diff, SYNC_PART_BYTES)
+            return await asyncio.shield(task)
         except SplitError as exc:
             log_event(
                 logger,

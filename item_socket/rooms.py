@@ -146,6 +146,11 @@ class Room:
         self._refusal = refusal
         # First-sync answers for this document state, by the client's state vector.
         self._diffs: dict[bytes, bytes] = {}
+        # Those answers cut into parts for sending (item_socket.ysplit), shared by concurrent
+        # joins: a task per answer, cleared with the answers.
+        self.split_answers: dict[bytes, asyncio.Future[list[bytes]]] = {}
+        # The parts framed for one wire format, by (protocol, answer): framed once for every client.
+        self.framed_answers: dict[tuple[str, bytes], list[bytes]] = {}
         self.doc = doc
         # What each transaction integrated (pycrdt's TransactionEvent.update), collected by the
         # observer during apply_update. Measured against get_state() + get_update(state_before):
@@ -235,6 +240,8 @@ class Room:
         if not integrated:
             return
         self._diffs.clear()
+        self.split_answers.clear()
+        self.framed_answers.clear()
         queued = False
         for part in integrated:
             if part != EMPTY_UPDATE:
@@ -276,6 +283,8 @@ class Room:
             self.doc.unobserve(self._doc_subscription)
         self.doc = doc
         self._diffs.clear()
+        self.split_answers.clear()
+        self.framed_answers.clear()
         self._integrated.clear()
         self._doc_subscription = doc.observe(self._on_transaction)
         done, self.rebuilding = self.rebuilding, None
@@ -463,8 +472,10 @@ class RoomRegistry:
         unload_grace: float,
         streams: DocumentStreams | None = None,
         awareness_timeout: float = 30.0,
+        max_backlog: int = MAX_BACKLOG_UPDATES,
     ) -> None:
         self.store = store
+        self.max_backlog = max_backlog
         self.streams = streams
         self.log: UpdateLog = streams if streams is not None else store
         self.awareness_timeout = awareness_timeout
@@ -780,7 +791,9 @@ class RoomRegistry:
 
     def _refusal(self) -> str | None:
         """Why edits are refused now (too many held while the log fails), or None."""
-        if self._in_flight + sum(len(room.pending) for room in self.rooms.values()) < MAX_BACKLOG_UPDATES:
+        if self.store_healthy and (self.streams is None or self.streams.healthy):
+            return None  # the common case, on every update: no sum over the rooms
+        if self.backlog() < self.max_backlog:
             return None
         return "edits cannot be stored right now; reconnect later (your edits are kept)"
 

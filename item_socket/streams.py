@@ -15,9 +15,9 @@ https://redis.io/docs/latest/develop/data-types/streams/):
   store refuses a snapshot whose token is not newer than the stored one, and the stream is trimmed
   (XTRIM MINID, exact) only after the snapshot covering it is durable. A refused (fenced) snapshot or
   a lock lost during a compaction is counted in ``item_socket_compaction_overlaps``.
-- Presence (awareness) travels on ``item_socket:{<name>}:a``, capped (MAXLEN ~) and expiring when
-  idle; states of clients on another replica expire after ``awareness_timeout`` without renewal,
-  so a replica that dies takes its users' cursors with it.
+- Presence (awareness) travels on ``item_socket:{<name>}:a``, capped (MAXLEN ~) and expiring
+  after twice the awareness timeout without a change; states of clients on another replica expire
+  after ``awareness_timeout`` without renewal, so a replica that dies takes its users' cursors.
 - Redis must not evict the update streams: ``start`` refuses a ``maxmemory-policy`` of ``allkeys-*``
   (y-redis' deployment guide warns that it silently loses unsaved updates).
 """
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pycrdt import Doc
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -50,9 +50,9 @@ KEY_PREFIX = "item_socket"
 # Longest wait of the follower's XREAD (ms): the follower also wakes at once when a document opens.
 FOLLOW_BLOCK_MS = 2000
 FOLLOW_BATCH = 1000
-# Presence entries kept per document stream (approximately), and how long an idle one lives (s).
+# Presence entries kept per document stream (approximately). An idle presence stream expires after
+# twice the awareness timeout: older entries are never replayed (see _replay_presence).
 AWARENESS_MAXLEN = 1000
-AWARENESS_TTL_SECONDS = 120
 # Compaction lock lifetime (ms): longer than the slowest compaction of a large document.
 COMPACTION_LOCK_MS = 60_000
 # Entries read per compaction (a stream is compacted again if it held more).
@@ -84,8 +84,14 @@ def _lock_key(name: str) -> str:
     return f"{KEY_PREFIX}:{{{name}}}:compaction"
 
 
-def _fence_key(name: str) -> str:
-    return f"{KEY_PREFIX}:{{{name}}}:fence"
+# One counter for every document's fencing tokens: tokens only need to grow per document, and a
+# key per document would stay in Redis for every document ever opened.
+FENCE_KEY = f"{KEY_PREFIX}:fence"
+# Compactions one replica runs at once (each holds a Redis and a PostgreSQL connection).
+COMPACTION_CONCURRENCY = 4
+# Redis connections of one replica's command client (the follower has its own); a command waits
+# for a free one up to the command timeout rather than failing.
+REDIS_CONNECTIONS = 32
 
 
 def _after(entry_id: str) -> str:
@@ -162,6 +168,7 @@ class DocumentStreams:
         self._awareness_wanted = asyncio.Event()
         self._awareness_sender: asyncio.Task[None] | None = None
         self._release_lock: Any = None
+        self._compaction_slots = asyncio.Semaphore(COMPACTION_CONCURRENCY)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -174,16 +181,21 @@ class DocumentStreams:
                 raise ScaleOutError(f"cannot read Redis' password file {self.password_file}: {exc}") from exc
         # No retries inside redis-py: a failure must reach us at once (readiness, held updates);
         # the follower and the flush loop retry on their own bounded schedules.
-        return Redis.from_url(
+        pool = BlockingConnectionPool.from_url(
             self.url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=self.timeout,
             password=password,
             socket_timeout=socket_timeout,
             socket_connect_timeout=self.timeout,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
+            client_name=f"item_socket-{self.replica_id.decode()}",
+        )
+        return Redis(
+            connection_pool=pool,
             # Cluster maintenance push notifications (Redis Enterprise); plain Redis refuses them.
             maint_notifications_config=MaintNotificationsConfig(enabled=False),
-            client_name=f"item_socket-{self.replica_id.decode()}",
         )
 
     async def start(self) -> None:
@@ -236,6 +248,7 @@ class DocumentStreams:
             if client is not None:
                 with contextlib.suppress(Exception):
                     await client.aclose()
+                    await client.connection_pool.disconnect()
         self._redis = self._reader = None
 
     def _commands(self) -> Redis:
@@ -434,7 +447,7 @@ class DocumentStreams:
                         fields = {b"a": update, b"r": self.replica_id}
                         pipe.xadd(awareness_key(name), fields, maxlen=AWARENESS_MAXLEN)
                     for name in {name for name, _ in batch}:
-                        pipe.expire(awareness_key(name), AWARENESS_TTL_SECONDS)
+                        pipe.expire(awareness_key(name), max(2, int(2 * self.awareness_timeout)))
                     await pipe.execute()
             except (RedisError, OSError, StoreError) as exc:
                 # Presence is ephemeral: clients renew their state every 15 s, so what is dropped
@@ -458,14 +471,15 @@ class DocumentStreams:
 
     async def _compact(self, name: str) -> str:
         try:
-            return await self._compact_locked(name)
+            async with self._compaction_slots:
+                return await self._compact_locked(name)
         finally:
             self._compacting.discard(name)
 
     async def _compact_locked(self, name: str) -> str:
         redis = self._commands()
         try:
-            token = int(await redis.incr(_fence_key(name)))
+            token = int(await redis.incr(FENCE_KEY))
             if not await redis.set(_lock_key(name), token, nx=True, px=COMPACTION_LOCK_MS):
                 self.metrics.compactions.labels("busy").inc()
                 return "busy"  # another replica compacts it right now

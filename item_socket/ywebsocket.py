@@ -44,7 +44,6 @@ PROTOCOL = "ywebsocket"
 # reconnecting (``defaultShouldReconnect`` in y-websocket.js); every other code is retried.
 CLOSE_FORBIDDEN = 4403
 CLOSE_MESSAGE_TOO_BIG = 4413
-_SYNC_STEP2_PREFIX = bytes((MESSAGE_SYNC, SYNC_STEP2))
 # How long one part of a large first sync may take to be received before the client counts as stalled.
 _PART_WAIT_S = 300.0
 
@@ -103,8 +102,17 @@ class YWebsocketPeer(Peer):
         task.add_done_callback(self.tasks.discard)
 
     async def _send_parts(self, diff: bytes) -> None:
-        parts = await self.session.sync_parts(diff)
-        for index, part in enumerate(parts):
+        room = self.session.room
+        messages = room.framed_answers.get((PROTOCOL, diff)) if room is not None else None
+        if messages is None:
+            parts = await self.session.sync_parts(diff)
+            last = len(parts) - 1
+            messages = [
+                sync_message(SYNC_STEP2 if i == last else SYNC_UPDATE, p) for i, p in enumerate(parts)
+            ]
+            if room is not None and len(room.framed_answers) < 4:
+                room.framed_answers[PROTOCOL, diff] = messages
+        for index, message in enumerate(messages):
             # About one part in flight: a ping or a broadcast never waits behind the whole sync.
             if index and not await wait_until_sent(self._transport, SYNC_PART_BYTES, _PART_WAIT_S):
                 if not self._transport.is_closing():
@@ -112,7 +120,6 @@ class YWebsocketPeer(Peer):
                 return
             if self._closing or self.ws.closed:
                 return
-            message = sync_message(SYNC_STEP2 if index == len(parts) - 1 else SYNC_UPDATE, part)
             try:
                 await self.ws.send_bytes(message)
             except (ConnectionError, RuntimeError):
@@ -146,7 +153,12 @@ def handle_message(room: Room, peer: YWebsocketPeer, data: bytes, received_at: f
         subtype, pos = read_var_uint(data, pos)
         if subtype == SYNC_STEP1:
             state_vector, _ = read_var_bytes(data, pos)
-            return sync_message(SYNC_STEP2, room.diff_since(state_vector))
+            diff = room.diff_since(state_vector)
+            if len(diff) > SYNC_PART_BYTES:
+                # Never framed whole: the answer object is shared by every client joining now.
+                peer.send_in_parts(diff)
+                return None
+            return sync_message(SYNC_STEP2, diff)
         if subtype in (SYNC_STEP2, SYNC_UPDATE):
             if not peer.can_write:
                 return None  # read-only: writes are dropped, the connection stays
@@ -235,9 +247,7 @@ async def handle_ywebsocket(request: web.Request) -> web.StreamResponse:
                     break
                 if reply is None:
                     continue
-                if len(reply) > SYNC_PART_BYTES and reply.startswith(_SYNC_STEP2_PREFIX):
-                    peer.send_in_parts(read_var_bytes(reply, 2)[0])
-                elif await _send(ws, reply):
+                if await _send(ws, reply):
                     session.count_out(1, len(reply))
             elif msg.type == WSMsgType.TEXT:
                 session.fail(

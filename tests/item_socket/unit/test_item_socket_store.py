@@ -11,7 +11,7 @@ import pytest
 from pycrdt import Doc, Text
 
 from item_socket.metrics import Metrics
-from item_socket.rooms import RoomLoadError, RoomRegistry
+from item_socket.rooms import Broadcast, Peer, RoomLoadError, RoomRegistry
 from item_socket.store import DocumentStore, SQLiteStore, StoreError
 
 from .support import FlakyStore, wait_until
@@ -198,3 +198,51 @@ async def test_invalid_update_leaves_the_document_unchanged() -> None:
         registry.release(room)
     finally:
         await registry.stop()
+
+
+class RecordingPeer(Peer):
+    """A peer that records what the room asks of it."""
+
+    protocol = "ywebsocket"
+
+    def __init__(self) -> None:
+        super().__init__(can_write=True)
+        self.closed: list[str] = []
+
+    @property
+    def transport(self) -> str:
+        return "websocket"
+
+    def send_broadcast(self, message: Broadcast) -> int:
+        return len(message.payload)
+
+    def close_soon(self, reason: str, code: int = 1001) -> None:
+        self.closed.append(reason)
+
+
+async def test_edits_are_refused_not_dropped_once_too_many_wait_for_a_failing_store() -> None:
+    store = FlakyStore()
+    registry = RoomRegistry(store, Metrics(), flush_interval=0.02, unload_grace=5, max_backlog=3)
+    await registry.start()
+    try:
+        room = await registry.acquire("doc")
+        writer = RecordingPeer()
+        room.add_peer(writer)
+        store.fail_writes = True
+        source: Doc = Doc()
+        for word in ("a", "b", "c"):
+            room.apply_update(text_update(source, word), time.perf_counter(), writer)
+        await wait_until(lambda: not registry.store_healthy, what="a failed flush")
+        refused = text_update(source, "d")
+        room.apply_update(refused, time.perf_counter(), writer)
+        assert writer.closed and "reconnect later" in writer.closed[0]
+        assert str(room.doc.get("t", type=Text)) == "abc", "a refused edit was applied"
+        assert registry.backlog() == 3
+        store.fail_writes = False
+        await wait_until(lambda: registry.backlog() == 0, what="the held edits stored")
+        room.apply_update(refused, time.perf_counter(), writer)  # the client sends it again
+        assert str(room.doc.get("t", type=Text)) == "abcd"
+        registry.release(room)
+    finally:
+        await registry.stop()
+    assert rebuild(store.docs["doc"]) == "abcd"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 from pycrdt import Doc, Text
@@ -263,3 +265,43 @@ async def test_sync_step2_from_the_client_is_applied(
 def test_awareness_helper_encodes_like_y_protocols() -> None:
     # varUint(1 entry), client 300 (two bytes), clock 1, JSON string
     assert awareness_update(300, 1, None) == b"\x01" + write_var_uint(300) + b"\x01\x04null"
+
+
+async def test_a_rejoin_storm_cuts_the_first_sync_once_per_document_state(
+    server: RunningServer, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Clients that join together with the same state vector share one answer: computed, cut into
+    # parts and framed once, not once per client (a 20 MB document costs seconds per cut).
+    import item_socket.connection as connection
+
+    cuts: list[int] = []
+    real_split = connection.split_update
+
+    def counting_split(update: bytes, budget: int) -> list[bytes]:
+        cuts.append(len(update))
+        return real_split(update, budget)
+
+    monkeypatch.setattr(connection, "split_update", counting_split)
+    writer = await YWebsocketClient(session, server.ws_url("storm")).connect()
+    writer.text += "z" * (2 * 1024 * 1024)
+    size = 2 * 1024 * 1024
+
+    def server_length() -> int:
+        room = server.app[REGISTRY].rooms.get("storm")
+        return len(str(room.doc.get("t", type=Text))) if room is not None else -1
+
+    await wait_until(lambda: server_length() == size, what="the writer's document on the server")
+    readers = [YWebsocketClient(session, server.ws_url("storm")) for _ in range(12)]
+    await asyncio.gather(*(reader.connect() for reader in readers))
+    for reader in readers:
+        assert len(str(reader.text)) == size
+    assert len(cuts) == 1, f"the answer was cut {len(cuts)} times for 12 clients"
+    # A change makes a new answer: the next client gets the new state, cut anew.
+    writer.text += "!"
+    late = YWebsocketClient(session, server.ws_url("storm"))
+    await wait_until(lambda: server_length() == size + 1, what="the change on the server")
+    await late.connect()
+    assert str(late.text).endswith("!")
+    assert len(cuts) == 2
+    for client in (writer, late, *readers):
+        await client.close()
