@@ -128,6 +128,8 @@ once() {
   mkdir -p "$BACKUP_DIR"
   exec 9>"$BACKUP_DIR/.lock"
   flock 9  # one backup at a time (the schedule and a manual one)
+  # What a backup cut short (a stopped container) left; none is in progress while the lock is held.
+  rm -f "$BACKUP_DIR"/.spaced-*.partial
   started="$(date +%s)"
   stamp="$(date -u +%Y%m%dT%H%M%SZ)"
   name="spaced-$stamp-$kind.dump"
@@ -180,8 +182,15 @@ restore() {
 
 heartbeat() { touch "$HEARTBEAT"; }
 
+pause() {  # sleep that a SIGTERM ends at once (bash runs traps only between foreground commands)
+  sleep "$1" &
+  wait $!
+}
+
 schedule() {
   [ "$INTERVAL" -ge 60 ] || die "BACKUP_INTERVAL=$INTERVAL: at least 60 seconds"
+  # PID 1 of the container: without a trap bash ignores SIGTERM and Docker waits for SIGKILL.
+  trap 'log "stopping"; kill $(jobs -p) 2>/dev/null; exit 0' TERM INT
   heartbeat
   password_file
   # The first backup waits for item_socket to have made its tables: a dump of a database without
@@ -189,7 +198,7 @@ schedule() {
   until psql -X -A -t -q -c "SELECT to_regclass('public.documents') IS NOT NULL" 2>/dev/null | grep -q t; do
     heartbeat
     log "waiting for the documents table in $PGDATABASE at $PGHOST:$PGPORT"
-    sleep 10
+    pause 10
   done
   local newest next now
   while true; do
@@ -201,13 +210,14 @@ schedule() {
     now="$(date +%s)"
     if [ "$now" -ge "$next" ]; then
       # A subshell: its lock and its exit on errors end with it.
-      ( once scheduled ) || log "the scheduled backup failed; next try in $INTERVAL s"
+      ( once scheduled ) &
+      wait $! || log "the scheduled backup failed; next try in $INTERVAL s"
       next=$((now + INTERVAL))
     fi
     local remaining
     while remaining=$((next - $(date +%s))); [ "$remaining" -gt 0 ]; do
       heartbeat
-      sleep $((remaining > 30 ? 30 : remaining))  # the schedule's pacing; the heartbeat stays fresh
+      pause $((remaining > 30 ? 30 : remaining))  # the schedule's pacing; the heartbeat stays fresh
     done
   done
 }

@@ -65,6 +65,8 @@ FAST = {"0.005": 10, "0.05": 10, "0.5": 10, "1": 10, "2.5": 10, "+Inf": 10}
 SLOW = {"0.005": 0, "0.05": 0, "0.5": 0, "1": 0, "2.5": 10, "+Inf": 10}
 """Every observation between 1 and 2.5 s."""
 BACKUP_NODE = {"instance": "10.0.2.3:9100", "job": "node"}
+EVERY_10_MINUTES = "_x2 " + " ".join(f"{180 + 600 * n}x9" for n in range(7))
+"""Minute by minute for 72 minutes: nothing until minute 3, then the end time of the latest backup."""
 
 
 def never_pending(alert: str, *minutes: float) -> list[dict[str, Any]]:
@@ -514,17 +516,18 @@ CASES: list[dict[str, Any]] = [
         ],
     ),
     case(
-        "Backup*: a fresh stack; the first backup (no documents yet) 3 minutes in, then every hour",
+        "Backup*: a fresh stack; the first backup (no documents yet) 3 minutes in, then every 10 minutes",
         "1m",
         [
-            series("process_start_time_seconds", PROMETHEUS, "0x200"),
-            series("spaced_backup_last_attempt_timestamp_seconds", BACKUP_NODE, "_x3 180x60 3780x60 7380x77"),
-            series("spaced_backup_last_success_timestamp_seconds", BACKUP_NODE, "_x3 180x60 3780x60 7380x77"),
-            series("spaced_backup_interval_seconds", BACKUP_NODE, "_x3 3600x197"),
-            series("spaced_backup_min_size_bytes", BACKUP_NODE, "_x3 1024x197"),
-            series("spaced_backup_last_size_bytes", BACKUP_NODE, "_x3 2674x197"),
-            series("spaced_backup_last_verify_ok", BACKUP_NODE, "_x3 1x197"),
-            series("spaced_backup_last_documents", BACKUP_NODE, "_x3 0x197"),
+            series("process_start_time_seconds", PROMETHEUS, "0x70"),
+            # A backup at minute 3, 13, 23, ...: its end time stays the last one until the next.
+            series("spaced_backup_last_attempt_timestamp_seconds", BACKUP_NODE, EVERY_10_MINUTES),
+            series("spaced_backup_last_success_timestamp_seconds", BACKUP_NODE, EVERY_10_MINUTES),
+            series("spaced_backup_interval_seconds", BACKUP_NODE, "_x3 600x67"),
+            series("spaced_backup_min_size_bytes", BACKUP_NODE, "_x3 1024x67"),
+            series("spaced_backup_last_size_bytes", BACKUP_NODE, "_x3 2674x67"),
+            series("spaced_backup_last_verify_ok", BACKUP_NODE, "_x3 1x67"),
+            series("spaced_backup_last_documents", BACKUP_NODE, "_x3 0x67"),
         ],
         promql_expr_test=[
             check
@@ -535,39 +538,42 @@ CASES: list[dict[str, Any]] = [
                 "BackupVerifyFailed",
                 "BackupEmpty",
             )
-            for check in never_pending(alert, 1, 4, 30, 61, 90, 125, 180, 199)
+            for check in never_pending(alert, 1, 4, 20, 31, 45, 61, 69)
         ],
     ),
     case(
         "BackupMissing: no backup is ever attempted",
         "1m",
-        [series("process_start_time_seconds", PROMETHEUS, "0x120")],
-        # Judged once Prometheus has run an hour, then fires 30 minutes later.
-        promql_expr_test=never_pending("BackupMissing", 1, 30, 59),
+        [series("process_start_time_seconds", PROMETHEUS, "0x70")],
+        # Judged once Prometheus has run 30 minutes, then fires 30 minutes later.
+        promql_expr_test=never_pending("BackupMissing", 1, 15, 29),
         alert_rule_test=[
-            not_firing("BackupMissing", 85),
+            not_firing("BackupMissing", 55),
             firing(
                 "BackupMissing",
-                95,
+                65,
                 {"severity": "critical"},
                 "No PostgreSQL backup has been attempted (no spaced_backup metrics from node-exporter)",
             ),
         ],
     ),
     case(
-        "BackupTooOld: one verified backup at minute 1, then every hourly try fails",
+        "BackupTooOld: one verified backup at minute 1, then every 10-minute try fails",
         "1m",
         [
-            series("spaced_backup_last_attempt_timestamp_seconds", BACKUP_NODE, "_ 60x60 3660x60 7260x30"),
-            series("spaced_backup_last_success_timestamp_seconds", BACKUP_NODE, "_ 60x150"),
-            series("spaced_backup_interval_seconds", BACKUP_NODE, "_ 3600x150"),
+            series(
+                "spaced_backup_last_attempt_timestamp_seconds", BACKUP_NODE, "_ 60x9 660x10 1260x10 1860x15"
+            ),
+            series("spaced_backup_last_success_timestamp_seconds", BACKUP_NODE, "_ 60x45"),
+            series("spaced_backup_interval_seconds", BACKUP_NODE, "_ 600x45"),
         ],
-        promql_expr_test=never_pending("BackupTooOld", 2, 60, 119),
+        # Older than two intervals from minute 21, then fires 15 minutes later.
+        promql_expr_test=never_pending("BackupTooOld", 2, 10, 20),
         alert_rule_test=[
-            not_firing("BackupTooOld", 130),
+            not_firing("BackupTooOld", 34),
             firing(
                 "BackupTooOld",
-                140,
+                40,
                 {"severity": "critical", **BACKUP_NODE},
                 "The last verified PostgreSQL backup is older than two backup intervals",
             ),

@@ -51,9 +51,10 @@ def backup(settings: StackSettings) -> ServiceBundle:
             "BACKUP_KEEP": str(settings.backup_keep),
             "BACKUP_MIN_BYTES": str(settings.backup_min_bytes),
         },
-        # The scheduler's heartbeat (touched at least every 30 s while it waits).
+        # The scheduler's heartbeat (touched at least every 30 s while it waits). Checked every 5 s:
+        # swarm calls the task running (and a deploy done) only after its first passing check.
         healthcheck=Healthcheck(
-            test=["CMD", SCRIPT, "health"], interval="30s", timeout="5s", retries=3, start_period="30s"
+            test=["CMD", SCRIPT, "health"], interval="5s", timeout="5s", retries=3, start_period="30s"
         ),
         # The scratch cluster that verifies each dump runs inside this container.
         resources=Resources(
@@ -70,6 +71,7 @@ def backup(settings: StackSettings) -> ServiceBundle:
             VolumeMount(source=BACKUPS_VOLUME, target=BACKUPS_DIR),
             VolumeMount(source=METRICS_VOLUME, target=METRICS_DIR),
         ],
+        # The scheduler exits on SIGTERM (a dump in progress is cut short and retried next time).
         stop_grace_period="10s",
     )
     # The password secret is declared by the postgres service's bundle.

@@ -301,7 +301,7 @@ STREAM_LAG_P99_SECONDS = 1.0
 REDIS_P99_SECONDS = 0.1
 STORE_P99_SECONDS = 1.0
 OUTBOX_MINUTES = 5
-BACKUP_STARTUP_GRACE_SECONDS = 3600
+BACKUP_STARTUP_GRACE_SECONDS = 1800
 """A fresh stack makes its first backup once item_socket has made its tables (within minutes);
 until Prometheus has run this long, no backup is missing yet."""
 
