@@ -88,19 +88,24 @@ def test_spaced_restore_brings_a_wiped_database_back(local_stack: LocalStack) ->
     assert int(documents.group(1)) >= DOCS
 
     # The figures reach Prometheus through node-exporter's textfile collector (scraped every 15 s).
-    def exported(metric: str) -> float | None:
-        query = urllib.parse.quote(metric)
-        result = http_json(f"{local_stack.prometheus_url}/api/v1/query?query={query}")["data"]["result"]
-        return float(result[0]["value"][1]) if result else None
+    # (Series of an exporter task of an earlier deploy may linger for minutes: ask for this one's.)
+    def exported(query: str) -> list[dict]:
+        url = f"{local_stack.prometheus_url}/api/v1/query?query={urllib.parse.quote(query)}"
+        return http_json(url)["data"]["result"]
 
-    wait_until(
-        lambda: exported("spaced_backup_last_size_bytes") == int(size.group(1)),
+    [series] = wait_until(
+        lambda: exported(f"spaced_backup_last_size_bytes == {size.group(1)}"),
         60,
         "the manual backup's size in Prometheus",
         interval=1,
     )
-    assert exported("spaced_backup_last_verify_ok") == 1
-    assert exported("spaced_backup_last_documents") == int(documents.group(1))
+    instance = series["metric"]["instance"]
+    for metric, value in (
+        ("spaced_backup_last_verify_ok", 1),
+        ("spaced_backup_last_documents", documents.group(1)),
+    ):
+        [sample] = exported(f'{metric}{{instance="{instance}"}}')
+        assert float(sample["value"][1]) == float(value), (metric, sample)
 
     # Wiped: every table item_socket made is gone.
     psql("DROP TABLE documents, document_updates, item_socket_schema")
