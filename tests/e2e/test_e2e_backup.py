@@ -93,18 +93,18 @@ def test_spaced_restore_brings_a_wiped_database_back(local_stack: LocalStack) ->
         url = f"{local_stack.prometheus_url}/api/v1/query?query={urllib.parse.quote(query)}"
         return http_json(url)["data"]["result"]
 
-    [series] = wait_until(
+    series = wait_until(
         lambda: exported(f"spaced_backup_last_size_bytes == {size.group(1)}"),
         60,
         "the manual backup's size in Prometheus",
         interval=1,
-    )
+    )[0]
     instance = series["metric"]["instance"]
     for metric, value in (
         ("spaced_backup_last_verify_ok", 1),
         ("spaced_backup_last_documents", documents.group(1)),
     ):
-        [sample] = exported(f'{metric}{{instance="{instance}"}}')
+        [sample] = exported(f'{metric}{{instance="{instance}", job="node"}}')
         assert float(sample["value"][1]) == float(value), (metric, sample)
 
     # Wiped: every table item_socket made is gone.
