@@ -47,13 +47,22 @@ class Server:
 
 
 def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (DNS uses both)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("127.0.0.1", 0))
-        port = int(udp.getsockname()[1])
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", port))
-    return port
+    """A port free for both UDP and TCP on 127.0.0.1 (DNS uses both).
+
+    The kernel picks a free UDP port; that port may be taken for TCP (by another test's server):
+    then another one is tried, at most 50 times.
+    """
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port
+    raise OSError("no port free for both UDP and TCP on 127.0.0.1 after 50 tries")
 
 
 def _dnsmasq_argv(port: int, host_records: Sequence[str], ttl: int) -> list[str]:
