@@ -27,7 +27,13 @@ import pulumi_random as random  # noqa: E402
 
 from infra import config as stack_config  # noqa: E402
 from infra.app_stack.environments import settings_for_environment, settings_for_topology  # noqa: E402
-from infra.cloud_deploy import DASHBOARD_PASSWORD_KEY, JWT_KEY, CloudDeployArgs  # noqa: E402
+from infra.cloud_deploy import (  # noqa: E402
+    DASHBOARD_PASSWORD_KEY,
+    JWT_KEY,
+    POSTGRES_PASSWORD_KEY,
+    REDIS_PASSWORD_KEY,
+    CloudDeployArgs,
+)
 from infra.components.app_stack import AppStack, AppStackArgs  # noqa: E402
 from infra.components.mesh import Mesh, MeshArgs  # noqa: E402
 from infra.components.swarm import Swarm, SwarmArgs  # noqa: E402
@@ -82,13 +88,19 @@ def export_outputs(
 
 def application_secrets() -> dict[str, pulumi.Output[str]]:
     """The application's secrets, made once by pulumi_random and kept (encrypted) in the Pulumi state,
-    so every machine that runs `pulumi up` deploys the same ones: the item_socket JWT key and the
-    Traefik dashboard password (`pulumi stack output --show-secrets dashboard_password`)."""
+    so every machine that runs `pulumi up` deploys the same ones: the item_socket JWT key, the
+    Traefik dashboard password (`pulumi stack output --show-secrets dashboard_password`) and the
+    Redis and PostgreSQL passwords of item_socket's scale-out (letters and digits: no quoting in
+    Redis' configuration or libpq's password file)."""
     jwt = random.RandomPassword("app-jwt-secret", length=64, special=False)
     dashboard = random.RandomPassword("app-dashboard-password", length=24, special=False)
+    redis_password = random.RandomPassword("app-redis-password", length=40, special=False)
+    postgres_password = random.RandomPassword("app-postgres-password", length=40, special=False)
     return {
         JWT_KEY: pulumi.Output.secret(jwt.result),
         DASHBOARD_PASSWORD_KEY: pulumi.Output.secret(dashboard.result),
+        REDIS_PASSWORD_KEY: pulumi.Output.secret(redis_password.result),
+        POSTGRES_PASSWORD_KEY: pulumi.Output.secret(postgres_password.result),
     }
 
 

@@ -8,6 +8,8 @@
     spaced deploy [ENV] [--settings FILE|-] [--docker-host ssh://…] [--remove]
     spaced images [--only item_socket,…] [--json]
     spaced alerts [ENV] [--docker-host ssh://…] [--json]
+    spaced backup [ENV] [--docker-host ssh://…]
+    spaced restore [ENV] BACKUP --yes [--docker-host ssh://…]
     spaced dns plan ENV [--outputs FILE] [--json]
     spaced dns check ENV [--resolver IP[:PORT]] [--outputs FILE] [--json]
     spaced ci affected-stacks [--base REV] [--head REV] [--files PATH...] [--all]
@@ -30,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from infra.app_stack import commands
+from infra.app_stack import backups, commands
 from infra.app_stack.alerting import alert_rows
 from infra.app_stack.deploy import DEFAULT_TIMEOUT, deploy, ensure_swarm_manager, remove
 from infra.app_stack.environments import settings_for_environment
@@ -196,6 +198,38 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Back up the environment's PostgreSQL database now, verified like the scheduled backups."""
+    settings = _settings(args)
+    runner = DockerRunner(docker_host=args.docker_host)
+    ensure_swarm_manager(runner)
+    result = backups.backup_now(runner, settings.stack_name, _progress, timeout=args.timeout)
+    print(f"backup {result.file}")
+    print(f"  size       {result.size} bytes")
+    print(f"  documents  {result.documents} (counted after restoring it into a scratch database)")
+    print(f"  where      volume {backups.volume_name(settings.stack_name)} on the PostgreSQL node")
+    print(f"  restore    spaced restore {settings.environment} {result.file} --yes")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Restore a backup into the environment's database (item_socket stopped meanwhile)."""
+    settings = _settings(args)
+    backups.check_backup_name(args.backup)
+    if not args.yes:
+        raise CliError(
+            "ConfirmationNeeded",
+            f"`spaced restore {settings.environment} {args.backup}` replaces the documents in "
+            f"{settings.environment}'s database with the backup's, and stops item_socket while it runs "
+            "(clients reconnect afterwards); add --yes to do it",
+        )
+    runner = DockerRunner(docker_host=args.docker_host)
+    ensure_swarm_manager(runner)
+    result = backups.restore(runner, settings.stack_name, args.backup, _progress, timeout=args.timeout)
+    print(f"restored {result.file} ({result.size} bytes): {result.documents} documents")
+    return 0
+
+
 def cmd_images(args: argparse.Namespace) -> int:
     """Build the stack's images (or find them by their content tags) on the engine."""
     services = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -297,6 +331,20 @@ def build_parser() -> argparse.ArgumentParser:
     alerts.add_argument("--docker-host", default=None, help="ssh://deploy@<manager> (default: DOCKER_HOST)")
     alerts.add_argument("--json", action="store_true", help="print the rows as JSON")
     alerts.set_defaults(func=cmd_alerts)
+
+    backup = sub.add_parser("backup", help="back up the PostgreSQL database now (verified), print the file")
+    backup.add_argument("env", nargs="?", default=LOCAL_ENVIRONMENT)
+    backup.add_argument("--docker-host", default=None, help="ssh://deploy@<manager> (default: DOCKER_HOST)")
+    backup.add_argument("--timeout", type=float, default=backups.JOB_TIMEOUT, help="seconds to wait")
+    backup.set_defaults(func=cmd_backup)
+
+    restore = sub.add_parser("restore", help="restore a backup into the database (needs --yes)")
+    restore.add_argument("env", nargs="?", default=LOCAL_ENVIRONMENT)
+    restore.add_argument("backup", help="the backup's file name, as `spaced backup` printed it")
+    restore.add_argument("--yes", action="store_true", help="yes, replace the database's documents")
+    restore.add_argument("--docker-host", default=None, help="ssh://deploy@<manager> (default: DOCKER_HOST)")
+    restore.add_argument("--timeout", type=float, default=backups.JOB_TIMEOUT, help="seconds to wait")
+    restore.set_defaults(func=cmd_restore)
 
     images = sub.add_parser("images", help="build the stack's images locally (no registry)")
     images.add_argument(

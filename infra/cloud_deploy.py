@@ -10,7 +10,8 @@ variables the component sets from Pulumi secrets:
   the deploy key and refuses any other host key; the key never reaches the command's environment
   and the setup is removed afterwards.
 - Application secrets: `SPACED_APP_SECRETS` (JSON: `{"item_socket_jwt_secret": …,
-  "traefik_dashboard_password": …}`, made by pulumi_random and kept in the state) are written to the
+  "traefik_dashboard_password": …, "redis_password": …, "postgres_password": …}`, made by
+  pulumi_random and kept in the state) are written to the
   environment's secrets directory (`build/<env>/secrets`, mode 600) where the deploy reads them,
   instead of being generated anew on each machine that runs `pulumi up`. The dashboard's users file
   is rewritten only when its password changed (a bcrypt hash is salted: rewriting it every time
@@ -33,6 +34,8 @@ from pathlib import Path
 import pulumi
 
 from infra.app_stack.services.item_socket import JWT_SECRET
+from infra.app_stack.services.postgres import PASSWORD_SECRET as POSTGRES_PASSWORD_KEY
+from infra.app_stack.services.redis import PASSWORD_SECRET as REDIS_PASSWORD_KEY
 from infra.app_stack.services.traefik import DASHBOARD_USERS
 from infra.app_stack.stack_secrets import DASHBOARD_PASSWORD_FILE, DASHBOARD_USER, secrets_dir_for
 from infra.errors import SpacedError
@@ -46,6 +49,8 @@ ENVIRONMENT_VAR = "SPACED_ENVIRONMENT"
 # The keys of SPACED_APP_SECRETS.
 JWT_KEY = JWT_SECRET
 DASHBOARD_PASSWORD_KEY = DASHBOARD_PASSWORD_FILE
+PLAIN_SECRET_KEYS = (JWT_KEY, REDIS_PASSWORD_KEY, POSTGRES_PASSWORD_KEY)
+"""Keys written as they are (the dashboard's password becomes a users file instead)."""
 
 
 @dataclass(frozen=True)
@@ -89,15 +94,17 @@ def _write_private(path: Path, content: bytes) -> None:
 def write_app_secrets(values: Mapping[str, str], secrets_dir: Path) -> list[str]:
     """Write the state's application secrets where the deploy reads them; returns the files changed.
 
-    `values` maps JWT_KEY and/or DASHBOARD_PASSWORD_KEY to their plain values.
+    `values` maps PLAIN_SECRET_KEYS and/or DASHBOARD_PASSWORD_KEY to their plain values.
     """
     changed = []
-    if JWT_KEY in values:
-        path = secrets_dir / JWT_SECRET
-        content = values[JWT_KEY].encode()
+    for key in PLAIN_SECRET_KEYS:
+        if key not in values:
+            continue
+        path = secrets_dir / key
+        content = values[key].encode()
         if not path.is_file() or path.read_bytes() != content:
             _write_private(path, content)
-            changed.append(JWT_SECRET)
+            changed.append(key)
     if DASHBOARD_PASSWORD_KEY in values:
         password = values[DASHBOARD_PASSWORD_KEY].encode()
         password_path, users_path = secrets_dir / DASHBOARD_PASSWORD_FILE, secrets_dir / DASHBOARD_USERS

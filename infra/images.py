@@ -606,6 +606,10 @@ def build_images(
         "alertmanager": lambda base: build_from_recipe(
             docker, base, progress, service="alertmanager", recipe="alertmanager"
         ),
+        "redis": lambda base: build_from_recipe(docker, base, progress, service="redis", recipe="redis"),
+        "postgres": lambda base: build_from_recipe(
+            docker, base, progress, service="postgres", recipe="postgres"
+        ),
     }
     with cache_lock(cache_dir):
         base = ensure_base_image(docker, cache_dir, progress)

@@ -21,6 +21,8 @@ APT_PACKAGES=(
   dnsmasq              # a real DNS server on 127.0.0.1 for the `spaced dns check` tests
   redis-server         # item_socket scale-out tests: real Redis Streams (fixtures start their own server)
   postgresql           # item_socket scale-out tests: the shared store (fixtures run their own cluster)
+  # (Both packages start a system server where systemd runs; no test uses it, nor may one:
+  # tests/suite/test_no_system_servers.py. The stack's Redis and PostgreSQL are images/redis, images/postgres.)
 )
 # Node.js may come from outside Debian on this machine; install Debian's only when there is none.
 command -v node >/dev/null && command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 LOG_TAIL_LINES = 50
 
@@ -184,3 +185,59 @@ def http_get_on_network_command(network: str, image: str, url: str) -> list[str]
         "-",
         url,
     ]
+
+
+def job_from_service_command(
+    spec: Mapping[str, Any], name: str, labels: Mapping[str, str], args: Sequence[str]
+) -> list[str]:
+    """`docker service create` of a one-off swarm job (`replicated-job`) shaped like the service
+    whose `docker service inspect` Spec is `spec`: its image, environment, secrets, volumes, networks
+    and placement, running `args` instead of the service's command. A job runs on whichever node
+    the placement allows (the PostgreSQL node for the backups) and is reached, like its logs,
+    through any manager: also over `ssh://`."""
+    template = spec["TaskTemplate"]
+    container = template["ContainerSpec"]
+    cmd = [
+        "docker", "service", "create", "--detach", "--quiet", "--name", name,
+        "--mode", "replicated-job", "--restart-condition", "none",
+    ]  # fmt: skip
+    for key, value in sorted(labels.items()):
+        cmd += ["--label", f"{key}={value}"]
+    for variable in container.get("Env") or []:
+        cmd += ["--env", variable]
+    for secret in container.get("Secrets") or []:
+        target = secret["File"]["Name"]
+        mode = f"{secret['File'].get('Mode', 0o444):o}"
+        cmd += ["--secret", f"source={secret['SecretName']},target={target},mode=0{mode}"]
+    for mount in container.get("Mounts") or []:
+        entry = f"type={mount['Type']},source={mount['Source']},target={mount['Target']}"
+        if mount.get("ReadOnly"):
+            entry += ",readonly"
+        cmd += ["--mount", entry]
+    for network in template.get("Networks") or []:
+        cmd += ["--network", network["Target"]]
+    for constraint in (template.get("Placement") or {}).get("Constraints") or []:
+        cmd += ["--constraint", constraint]
+    if container.get("User"):
+        cmd += ["--user", container["User"]]
+    return [*cmd, container["Image"].split("@", 1)[0], *args]
+
+
+def service_task_states_command(service: str) -> list[str]:
+    """Current state of each of a service's tasks, one per line (e.g. `Complete 2 seconds ago`)."""
+    return ["docker", "service", "ps", "--no-trunc", "--format", "{{.CurrentState}}|{{.Error}}", service]
+
+
+def service_raw_logs_command(service: str) -> list[str]:
+    """A service's log lines as its tasks wrote them (no task prefix)."""
+    return ["docker", "service", "logs", "--raw", "--no-trunc", service]
+
+
+def service_remove_command(service: str) -> list[str]:
+    """Remove a service (a finished job)."""
+    return ["docker", "service", "rm", service]
+
+
+def service_scale_command(service: str, replicas: int) -> list[str]:
+    """Set a replicated service's replicas (detached: the caller waits, bounded)."""
+    return ["docker", "service", "scale", "--detach", f"{service}={replicas}"]

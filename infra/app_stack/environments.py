@@ -8,6 +8,11 @@ Switches (environment variables, each also a CLI flag of `spaced`):
 - `SPACED_IMAGE_<SERVICE>` (e.g. `SPACED_IMAGE_ITEM_SOCKET`): one image reference, any environment.
 - `SPACED_SECRET_<KEY>`: the content of a provided Docker secret (alert receivers' credentials).
 - `SPACED_ALERT_TEST_TIMING=1`: test only; alert rules fire after 10 s, Alertmanager flushes at once.
+- `SPACED_ITEM_SOCKET_SCALE_OUT` (default 1): item_socket on Redis + PostgreSQL with several replicas;
+  `0` = the embedded single replica with SQLite (no Redis, PostgreSQL or backups deployed).
+- `SPACED_ITEM_SOCKET_REPLICAS` (default: local 2, cloud 3; 1 without the scale-out).
+- `SPACED_BACKUP_INTERVAL` (seconds, default 21600 = 6 h), `SPACED_BACKUP_KEEP` (default 28),
+  `SPACED_BACKUP_MIN_BYTES` (default 1024): the scheduled PostgreSQL backups.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ STACKS_DIR = REPO_ROOT / "stacks"
 DEFAULT_REGISTRY = "ghcr.io/spaced-fun"
 DEFAULT_IMAGE_TAG = "0.1.0"
 TRUTHY = {"1", "true", "yes", "on"}
+FALSY = {"0", "false", "no", "off"}
+DEFAULT_REPLICAS = {LOCAL_ENVIRONMENT: 2}
+"""item_socket replicas with the scale-out, per environment; CLOUD_REPLICAS for every other one."""
+CLOUD_REPLICAS = 3
 
 
 def local_image_ref(service: str) -> str:
@@ -63,6 +72,40 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise StackSettingsError(f"{name}: {raw!r} is not a port number") from None
+
+
+def _whole_number(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise StackSettingsError(f"{name}: {raw!r} is not a whole number") from None
+
+
+def scale_out_settings(environment: str, env: Mapping[str, str]) -> dict[str, Any]:
+    """The StackSettings fields of item_socket's scale-out and of the backups, from SPACED_* variables.
+
+    Raises StackSettingsError naming the variable of a value that is not a number or a switch.
+    """
+    raw = env.get("SPACED_ITEM_SOCKET_SCALE_OUT", "1").strip().lower()
+    if raw not in TRUTHY | FALSY:
+        raise StackSettingsError(f"SPACED_ITEM_SOCKET_SCALE_OUT: {raw!r} is not 1/0 (true/false)")
+    scale_out = raw in TRUTHY
+    replicas = _whole_number(env, "SPACED_ITEM_SOCKET_REPLICAS")
+    if replicas is None:
+        replicas = DEFAULT_REPLICAS.get(environment, CLOUD_REPLICAS) if scale_out else 1
+    fields: dict[str, Any] = {"item_socket_scale_out": scale_out, "item_socket_replicas": replicas}
+    for name, variable in (
+        ("backup_interval_seconds", "SPACED_BACKUP_INTERVAL"),
+        ("backup_keep", "SPACED_BACKUP_KEEP"),
+        ("backup_min_bytes", "SPACED_BACKUP_MIN_BYTES"),
+    ):
+        value = _whole_number(env, variable)
+        if value is not None:
+            fields[name] = value
+    return fields
 
 
 def read_stack_config(environment: str, stacks_dir: Path = STACKS_DIR) -> dict[str, Any]:
@@ -131,6 +174,7 @@ def settings_for_environment(
             include_cadvisor=include_cadvisor,
             alerting=read_alerting(environment, stacks_dir),
             alert_test_timing=env.get("SPACED_ALERT_TEST_TIMING", "").lower() in TRUTHY,
+            **scale_out_settings(environment, env),
         )
     elif domain is not None and acme_email is not None:
         settings = StackSettings(
@@ -141,6 +185,7 @@ def settings_for_environment(
             prometheus_port=None,
             include_cadvisor=include_cadvisor,
             alerting=read_alerting(environment, stacks_dir),
+            **scale_out_settings(environment, env),
         )
     else:
         raw = read_topology(environment, stacks_dir)
@@ -197,6 +242,7 @@ def settings_for_topology(
         include_cadvisor=include_cadvisor,
         alerting=alerting or Alerting(),
         alert_test_timing=env.get("SPACED_ALERT_TEST_TIMING", "").lower() in TRUTHY,
+        **scale_out_settings(topology.environment, env),
     )
     settings.validate()
     return settings

@@ -14,13 +14,13 @@ from infra.app_stack import commands
 from infra.app_stack.deploy import Progress, stack_leftovers, wait_until_gone
 from infra.app_stack.environments import local_image_ref
 from infra.app_stack.errors import PortInUseError, SwarmInactiveError
-from infra.app_stack.model import BUILT_SERVICES, StackSettings
+from infra.app_stack.model import StackSettings
 from infra.app_stack.services.item_socket import JWT_SECRET
 from infra.app_stack.stack_secrets import secrets_dir_for
 from infra.docker_cli import DockerRunner
 
-LOCAL_NODE_LABELS = {"edge": "true", "acme": "true"}
-"""The labels the swarm bootstrap gives the cloud's edge node; the one local node plays every role."""
+LOCAL_NODE_LABELS = {"edge": "true", "acme": "true", "data": "true"}
+"""The labels the swarm bootstrap gives the cloud's edge manager; the one local node plays every role."""
 
 
 def ensure_local_swarm(runner: DockerRunner, progress: Progress) -> str:
@@ -130,8 +130,9 @@ def build_images(settings: StackSettings, progress: Progress) -> dict[str, str]:
     as they are, and not built)."""
     from infra.images import build_local_images  # debootstrap and docker build: only for `up`
 
-    wanted = [s for s in BUILT_SERVICES if settings.images.get(s) == local_image_ref(s)]
-    for service in sorted(set(BUILT_SERVICES) - set(wanted)):
+    built = settings.built_services
+    wanted = [s for s in built if settings.images.get(s) == local_image_ref(s)]
+    for service in sorted(set(built) - set(wanted)):
         progress(
             f"using {settings.images[service]} for {service} (SPACED_IMAGE_{service.upper()}); not built"
         )

@@ -29,8 +29,18 @@ BUILT_SERVICES = (
     "node_exporter",
     "socket_proxy",
     "alertmanager",
+    "redis",
+    "postgres",
 )
+"""`postgres` is also the image of the `backup` service (pg_dump, pg_restore and a scratch server)."""
 CADVISOR_IMAGE = "gcr.io/cadvisor/cadvisor:v0.49.1"
+
+
+SCALE_OUT_SERVICES = ("redis", "postgres")
+"""Built services deployed only with `item_socket_scale_out` (the backup service runs `postgres`)."""
+MAX_ITEM_SOCKET_REPLICAS = 16
+MIN_BACKUP_INTERVAL_SECONDS = 60
+MAX_BACKUP_INTERVAL_SECONDS = 7 * 86400
 
 
 class StackSettingsError(ValueError, SpacedError):
@@ -64,9 +74,20 @@ class StackSettings:
     prometheus_port: int | None = None
     """Host port for Prometheus (local only; never published in the cloud)."""
     include_cadvisor: bool = True
+    item_socket_scale_out: bool = True
+    """True: item_socket runs `item_socket_replicas` replicas sharing Redis (streams) and PostgreSQL
+    (the store), updated start-first. False: the embedded single replica with SQLite on a volume of
+    the edge node, updated stop-first, and neither Redis nor PostgreSQL nor backups are deployed."""
     item_socket_replicas: int = 1
+    """Replicas of item_socket; more than 1 needs `item_socket_scale_out`."""
     item_socket_drain_seconds: int = 20
     """How long item_socket drains connections on SIGTERM; the stop grace period adds a margin."""
+    backup_interval_seconds: int = 6 * 3600
+    """Seconds between two scheduled PostgreSQL backups (scale-out only)."""
+    backup_keep: int = 28
+    """How many scheduled backups stay on the backups volume (the oldest beyond that are deleted)."""
+    backup_min_bytes: int = 1024
+    """A backup smaller than this is reported as too small (an alert), whatever it restores to."""
     alerting: Alerting = field(default_factory=Alerting)
     """Where Alertmanager sends alerts (`spaced:alerting` of the stack file); none = nowhere."""
     alert_test_timing: bool = False
@@ -111,20 +132,53 @@ class StackSettings:
                     f"acme_email: environment {self.environment!r} needs an e-mail address for Let's Encrypt "
                     f"(got {self.acme_email!r})"
                 )
-        if self.item_socket_replicas != 1:
-            # SQLite on a node-local volume: a second replica would serve the same documents from
-            # separate memories. Lift this once the Redis scale-out lands.
-            raise StackSettingsError(
-                "item_socket_replicas: must be 1 until the Redis scale-out lands "
-                f"(got {self.item_socket_replicas})"
-            )
+        self._validate_item_socket()
+        self._validate_backups()
         for port_name in ("http_port", "prometheus_port"):
             port = getattr(self, port_name)
             if port is not None and not 1 <= port <= 65535:
                 raise StackSettingsError(f"{port_name}: {port} is not a TCP port (1-65535)")
-        needed = [s for s in BUILT_SERVICES if s not in self.images]
+        needed = [s for s in self.built_services if s not in self.images]
         if needed:
             raise StackSettingsError(f"images: no image reference for {', '.join(needed)}")
+
+    @property
+    def built_services(self) -> tuple[str, ...]:
+        """The built images these settings deploy (Redis and PostgreSQL only with the scale-out)."""
+        if self.item_socket_scale_out:
+            return BUILT_SERVICES
+        return tuple(s for s in BUILT_SERVICES if s not in SCALE_OUT_SERVICES)
+
+    def _validate_item_socket(self) -> None:
+        replicas = self.item_socket_replicas
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
+            raise StackSettingsError(
+                f"item_socket_replicas: {replicas!r} is not a whole number of at least 1"
+            )
+        if replicas > MAX_ITEM_SOCKET_REPLICAS:
+            raise StackSettingsError(
+                f"item_socket_replicas: {replicas} is more than {MAX_ITEM_SOCKET_REPLICAS} "
+                "(PostgreSQL's max_connections is sized for the replicas; raise the limit in model.py)"
+            )
+        if replicas != 1 and not self.item_socket_scale_out:
+            # SQLite on a node-local volume: a second replica would serve the same documents from
+            # separate memories and write the same file.
+            raise StackSettingsError(
+                f"item_socket_replicas: {replicas} replicas need item_socket_scale_out "
+                "(Redis + PostgreSQL); without it item_socket keeps its documents in SQLite and must "
+                "run exactly 1 replica (SPACED_ITEM_SOCKET_SCALE_OUT=1, or SPACED_ITEM_SOCKET_REPLICAS=1)"
+            )
+
+    def _validate_backups(self) -> None:
+        bounds = {
+            "backup_interval_seconds": (MIN_BACKUP_INTERVAL_SECONDS, MAX_BACKUP_INTERVAL_SECONDS),
+            "backup_keep": (1, 1000),
+            "backup_min_bytes": (0, 1 << 40),
+        }
+        for name, (low, high) in bounds.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise StackSettingsError(f"{name}: {value!r} must be a whole number from {low} to {high}")
 
 
 @dataclass(frozen=True)

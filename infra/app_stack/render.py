@@ -18,7 +18,12 @@ import yaml
 
 from infra.app_stack.model import ConfigFile, SecretSpec, StackSettings
 from infra.app_stack.services import service_bundles
-from infra.app_stack.services.common import DOCKER_API_NETWORK, MONITORING_NETWORK, PUBLIC_NETWORK
+from infra.app_stack.services.common import (
+    DATA_NETWORK,
+    DOCKER_API_NETWORK,
+    MONITORING_NETWORK,
+    PUBLIC_NETWORK,
+)
 from infra.plans.mesh import OVERLAY_MTU, OVERLAY_MTU_OPTION
 
 COMPOSE_FILE = "docker-stack.yml"
@@ -47,7 +52,11 @@ class RenderedStack:
         """The compose file's text."""
         header = (
             f"# Rendered by infra.app_stack for environment {self.settings.environment!r}; do not edit.\n"
-            "# Redis is not deployed: item_socket runs one replica until the Redis scale-out lands.\n"
+            + (
+                f"# item_socket: {self.settings.item_socket_replicas} replicas on Redis + PostgreSQL.\n"
+                if self.settings.item_socket_scale_out
+                else "# item_socket: one replica with SQLite (item_socket_scale_out off), no Redis.\n"
+            )
         )
         return header + yaml.dump(self.compose, Dumper=_PlainDumper, sort_keys=False, width=200)
 
@@ -93,7 +102,14 @@ def render_stack(settings: StackSettings, secret_names: Mapping[str, str] | None
             **{net: {**overlay, "attachable": True} for net in (PUBLIC_NETWORK, MONITORING_NETWORK)},
             # Only Traefik and the Docker API proxy: internal, and no container may attach to it.
             DOCKER_API_NETWORK: {**overlay, "internal": True, "attachable": False},
+            # item_socket and its Redis and PostgreSQL (and the backups): internal, not attachable.
+            **(
+                {DATA_NETWORK: {**overlay, "internal": True, "attachable": False}}
+                if settings.item_socket_scale_out
+                else {}
+            ),
         },
+        # A volume several services mount (the backup metrics) is declared once.
         "volumes": {v: {"labels": labels} for b in bundles for v in b.volumes},
         "configs": {
             c.key: {"file": f"./{c.path}", "name": c.docker_name(stack), "labels": labels}

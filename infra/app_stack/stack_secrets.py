@@ -14,6 +14,8 @@ from infra.app_stack import commands
 from infra.app_stack.environments import REPO_ROOT
 from infra.app_stack.model import SecretSpec, StackSettingsError, content_hash
 from infra.app_stack.services.item_socket import JWT_SECRET
+from infra.app_stack.services.postgres import PASSWORD_SECRET as POSTGRES_PASSWORD
+from infra.app_stack.services.redis import PASSWORD_SECRET as REDIS_PASSWORD
 from infra.app_stack.services.traefik import DASHBOARD_USERS
 from infra.docker_cli import DockerRunner
 
@@ -27,6 +29,9 @@ def generate_secret(key: str, secrets_dir: Path, env: Mapping[str, str]) -> byte
     """Fresh content for secret `key` (also writes the dashboard password file next to it)."""
     if key == JWT_SECRET:
         return secrets.token_urlsafe(48).encode()
+    if key in (REDIS_PASSWORD, POSTGRES_PASSWORD):
+        # URL-safe characters only: no quoting in Redis' configuration or libpq's password file.
+        return secrets.token_urlsafe(32).encode()
     if key == DASHBOARD_USERS:
         import bcrypt  # only needed when a new users file is made
 

@@ -27,7 +27,7 @@ from infra.plans.remote import CLOUD_INIT_TIMEOUT_S, wait_for_cloud_init
 
 SWARM_PORT = 2377
 NODE_NAME_LABEL = "spaced.node"
-RESERVED_LABELS = ("provider", "region", "role", "edge", "acme", NODE_NAME_LABEL)
+RESERVED_LABELS = ("provider", "region", "role", "edge", "acme", "data", NODE_NAME_LABEL)
 
 DOCKER_TIMEOUT_S = 300
 JOIN_TIMEOUT_S = 300
@@ -72,10 +72,12 @@ class SwarmPlan:
 
 
 def node_labels(host: Host, *, acme: bool = False) -> dict[str, str]:
-    """The labels a host's swarm node carries: provider, region, role, edge, acme, its name, and its own.
+    """The labels a host's swarm node carries: provider, region, role, edge, acme, data, its name,
+    and its own.
 
     `acme` marks the one edge manager that keeps Traefik's certificate store (a node-local volume
-    with no locking, so exactly one Traefik may write it).
+    with no locking, so exactly one Traefik may write it). The same node is labelled `data`: it
+    keeps the stack's Redis and PostgreSQL volumes (and the backups), so they stay where their data is.
     """
     labels = {
         "provider": host.provider,
@@ -83,6 +85,7 @@ def node_labels(host: Host, *, acme: bool = False) -> dict[str, str]:
         "role": "manager" if host.manager else "worker",
         "edge": "true" if host.edge else "false",
         "acme": "true" if acme else "false",
+        "data": "true" if acme else "false",
         NODE_NAME_LABEL: host.name,
     }
     for key, value in host.labels.items():

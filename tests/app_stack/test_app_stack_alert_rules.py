@@ -49,6 +49,26 @@ def cpu_idle(per_minute: str) -> list[dict[str, str]]:
     ]
 
 
+def histogram(
+    name: str, labels: dict[str, str], per_scrape: dict[str, int], scrapes: int
+) -> list[dict[str, str]]:
+    """`<name>_bucket` series of a histogram that observes, every scrape, `per_scrape[le]` values up
+    to `le` (cumulative, as Prometheus' buckets are)."""
+    return [
+        series(f"{name}_bucket", {**labels, "le": le}, f"0+{count}x{scrapes}")
+        for le, count in per_scrape.items()
+    ]
+
+
+FAST = {"0.005": 10, "0.05": 10, "0.5": 10, "1": 10, "2.5": 10, "+Inf": 10}
+"""Every observation under 5 ms."""
+SLOW = {"0.005": 0, "0.05": 0, "0.5": 0, "1": 0, "2.5": 10, "+Inf": 10}
+"""Every observation between 1 and 2.5 s."""
+BACKUP_NODE = {"instance": "10.0.2.3:9100", "job": "node"}
+EVERY_10_MINUTES = "_x2 " + " ".join(f"{180 + 600 * n}x9" for n in range(7))
+"""Minute by minute for 72 minutes: nothing until minute 3, then the end time of the latest backup."""
+
+
 def never_pending(alert: str, *minutes: float) -> list[dict[str, Any]]:
     """promql_expr_test items: no `ALERTS` series (neither pending nor firing) of `alert` at those times."""
     return [
@@ -346,6 +366,275 @@ CASES: list[dict[str, Any]] = [
             ),
         ],
     ),
+    case(
+        "ItemSocketStreamLagHigh/RedisSlow/PostgresSlow: replicas, Redis and PostgreSQL answer in ms",
+        "15s",
+        [
+            *histogram("item_socket_stream_lag_seconds", ITEM_SOCKET, FAST, 60),
+            *histogram("item_socket_redis_seconds", ITEM_SOCKET, FAST, 60),
+            *histogram(
+                "item_socket_store_operation_seconds", {**ITEM_SOCKET, "operation": "append"}, FAST, 60
+            ),
+        ],
+        promql_expr_test=[
+            *never_pending("ItemSocketStreamLagHigh", 0.5, 1, 5, 14),
+            *never_pending("RedisSlow", 0.5, 1, 5, 14),
+            *never_pending("PostgresSlow", 0.5, 1, 5, 14),
+        ],
+    ),
+    case(
+        "ItemSocketStreamLagHigh/RedisSlow/PostgresSlow: every update, round trip and append takes 1-2.5 s",
+        "15s",
+        [
+            *histogram("item_socket_stream_lag_seconds", ITEM_SOCKET, SLOW, 60),
+            *histogram("item_socket_redis_seconds", ITEM_SOCKET, SLOW, 60),
+            *histogram(
+                "item_socket_store_operation_seconds", {**ITEM_SOCKET, "operation": "append"}, SLOW, 60
+            ),
+        ],
+        alert_rule_test=[
+            not_firing("ItemSocketStreamLagHigh", 4.5),
+            firing(
+                "ItemSocketStreamLagHigh",
+                6,
+                {"severity": "warning", "instance": ITEM_SOCKET["instance"]},
+                f"Updates from other item_socket replicas reach {ITEM_SOCKET['instance']} over 1 s late "
+                "(p99, 5 minutes)",
+            ),
+            not_firing("RedisSlow", 9.5),
+            firing(
+                "RedisSlow",
+                11,
+                {"severity": "warning", "instance": ITEM_SOCKET["instance"]},
+                f"Redis round trips of item_socket {ITEM_SOCKET['instance']} over 0.1 s (p99)",
+            ),
+            not_firing("PostgresSlow", 9.5),
+            firing(
+                "PostgresSlow",
+                11,
+                {"severity": "warning", "instance": ITEM_SOCKET["instance"], "operation": "append"},
+                f"PostgreSQL append of item_socket {ITEM_SOCKET['instance']} over 1 s (p99)",
+            ),
+        ],
+    ),
+    case(
+        "RedisDown/ItemSocketStoreUnhealthy: a replica starts 30 s before Redis and PostgreSQL answer",
+        "15s",
+        [
+            series("item_socket_redis_healthy", ITEM_SOCKET, "0 0 1x40"),
+            series("item_socket_store_healthy", ITEM_SOCKET, "0 0 1x40"),
+        ],
+        promql_expr_test=[
+            *never_pending("RedisDown", 0, 0.25, 0.5, 1, 2, 5, 10),
+            *never_pending("ItemSocketStoreUnhealthy", 0, 0.25, 0.5, 1, 2, 5, 10),
+        ],
+    ),
+    case(
+        "RedisDown/ItemSocketStoreUnhealthy: Redis and PostgreSQL gone after 2 minutes",
+        "15s",
+        [
+            series("item_socket_redis_healthy", ITEM_SOCKET, "1x8 0x40"),
+            series("item_socket_store_healthy", ITEM_SOCKET, "1x8 0x40"),
+        ],
+        alert_rule_test=[
+            not_firing("RedisDown", 3.5),
+            firing(
+                "RedisDown",
+                4.5,
+                {"severity": "critical", **ITEM_SOCKET},
+                f"item_socket {ITEM_SOCKET['instance']} cannot reach Redis: its edits are held, not shared",
+            ),
+            not_firing("ItemSocketStoreUnhealthy", 3.5),
+            firing(
+                "ItemSocketStoreUnhealthy",
+                4.5,
+                {"severity": "critical", **ITEM_SOCKET},
+                f"item_socket cannot write its document store on {ITEM_SOCKET['instance']}",
+            ),
+        ],
+    ),
+    case(
+        "ItemSocketCompactionOverlap/CompactionsFailing: compactions succeed, some fenced, one failure",
+        "15s",
+        [
+            series("item_socket_compaction_overlaps_total", ITEM_SOCKET, "0x100"),
+            series("item_socket_compactions_total", {**ITEM_SOCKET, "outcome": "compacted"}, "0+2x100"),
+            series("item_socket_compactions_total", {**ITEM_SOCKET, "outcome": "fenced"}, "0+1x100"),
+            series("item_socket_compactions_total", {**ITEM_SOCKET, "outcome": "failed"}, "0x20 1x80"),
+        ],
+        promql_expr_test=[
+            *never_pending("ItemSocketCompactionOverlap", 0, 1, 10, 25),
+            *never_pending("ItemSocketCompactionsFailing", 0, 1, 10, 20, 25),
+        ],
+    ),
+    case(
+        "ItemSocketCompactionOverlap/CompactionsFailing: an overlap; a replica whose compactions all fail",
+        "15s",
+        [
+            series("item_socket_compaction_overlaps_total", ITEM_SOCKET, "0x4 1x100"),
+            # Never one success: no `compacted` series at all.
+            series("item_socket_compactions_total", {**ITEM_SOCKET, "outcome": "failed"}, "0+1x100"),
+        ],
+        promql_expr_test=never_pending("ItemSocketCompactionOverlap", 0, 0.75),
+        alert_rule_test=[
+            firing(
+                "ItemSocketCompactionOverlap",
+                1.5,
+                {"severity": "critical", **ITEM_SOCKET},
+                f"item_socket {ITEM_SOCKET['instance']} ran a compaction while another held the document",
+            ),
+            not_firing("ItemSocketCompactionsFailing", 15),
+            firing(
+                "ItemSocketCompactionsFailing",
+                17.5,
+                {"severity": "warning", "instance": ITEM_SOCKET["instance"]},
+                f"Most compactions of item_socket {ITEM_SOCKET['instance']} fail: "
+                "streams grow, syncs slow down",
+            ),
+        ],
+    ),
+    case(
+        "ItemSocketOutboxGrowing: updates wait a moment for Redis now and then",
+        "15s",
+        [series("item_socket_outbox_updates", ITEM_SOCKET, "0 3 0 0 12 0 1 0x53")],
+        promql_expr_test=never_pending("ItemSocketOutboxGrowing", 0.5, 1, 2, 5, 10, 14),
+    ),
+    case(
+        "ItemSocketOutboxGrowing: Redis refuses appends, the outbox grows by 10 every scrape",
+        "15s",
+        [series("item_socket_outbox_updates", ITEM_SOCKET, "0+10x60")],
+        promql_expr_test=never_pending("ItemSocketOutboxGrowing", 1, 4.75),
+        alert_rule_test=[
+            not_firing("ItemSocketOutboxGrowing", 9.75),
+            firing(
+                "ItemSocketOutboxGrowing",
+                11,
+                {"severity": "critical", **ITEM_SOCKET},
+                f"item_socket {ITEM_SOCKET['instance']} holds updates it cannot append to Redis, "
+                "more and more",
+            ),
+        ],
+    ),
+    case(
+        "Backup*: a fresh stack; the first backup (no documents yet) 3 minutes in, then every 10 minutes",
+        "1m",
+        [
+            series("process_start_time_seconds", PROMETHEUS, "0x70"),
+            # A backup at minute 3, 13, 23, ...: its end time stays the last one until the next.
+            series("spaced_backup_last_attempt_timestamp_seconds", BACKUP_NODE, EVERY_10_MINUTES),
+            series("spaced_backup_last_success_timestamp_seconds", BACKUP_NODE, EVERY_10_MINUTES),
+            series("spaced_backup_interval_seconds", BACKUP_NODE, "_x3 600x67"),
+            series("spaced_backup_min_size_bytes", BACKUP_NODE, "_x3 1024x67"),
+            series("spaced_backup_last_size_bytes", BACKUP_NODE, "_x3 2674x67"),
+            series("spaced_backup_last_verify_ok", BACKUP_NODE, "_x3 1x67"),
+            series("spaced_backup_last_documents", BACKUP_NODE, "_x3 0x67"),
+        ],
+        promql_expr_test=[
+            check
+            for alert in (
+                "BackupMissing",
+                "BackupTooOld",
+                "BackupTooSmall",
+                "BackupVerifyFailed",
+                "BackupEmpty",
+            )
+            for check in never_pending(alert, 1, 4, 20, 31, 45, 61, 69)
+        ],
+    ),
+    case(
+        "BackupMissing: no backup is ever attempted",
+        "1m",
+        [series("process_start_time_seconds", PROMETHEUS, "0x70")],
+        # Judged once Prometheus has run 30 minutes, then fires 30 minutes later.
+        promql_expr_test=never_pending("BackupMissing", 1, 15, 29),
+        alert_rule_test=[
+            not_firing("BackupMissing", 55),
+            firing(
+                "BackupMissing",
+                65,
+                {"severity": "critical"},
+                "No PostgreSQL backup has been attempted (no spaced_backup metrics from node-exporter)",
+            ),
+        ],
+    ),
+    case(
+        "BackupTooOld: one verified backup at minute 1, then every 10-minute try fails",
+        "1m",
+        [
+            series(
+                "spaced_backup_last_attempt_timestamp_seconds", BACKUP_NODE, "_ 60x9 660x10 1260x10 1860x15"
+            ),
+            series("spaced_backup_last_success_timestamp_seconds", BACKUP_NODE, "_ 60x45"),
+            series("spaced_backup_interval_seconds", BACKUP_NODE, "_ 600x45"),
+        ],
+        # Older than two intervals from minute 21, then fires 15 minutes later.
+        promql_expr_test=never_pending("BackupTooOld", 2, 10, 20),
+        alert_rule_test=[
+            not_firing("BackupTooOld", 34),
+            firing(
+                "BackupTooOld",
+                40,
+                {"severity": "critical", **BACKUP_NODE},
+                "The last verified PostgreSQL backup is older than two backup intervals",
+            ),
+        ],
+    ),
+    case(
+        "BackupTooSmall: a dump of 867 bytes (an empty database) under the 1024-byte floor",
+        "1m",
+        [
+            series("spaced_backup_last_size_bytes", BACKUP_NODE, "2674x5 867x10"),
+            series("spaced_backup_min_size_bytes", BACKUP_NODE, "1024x15"),
+            series("spaced_backup_last_verify_ok", BACKUP_NODE, "1x5 0x10"),
+        ],
+        promql_expr_test=[
+            *never_pending("BackupTooSmall", 1, 5),
+            *never_pending("BackupVerifyFailed", 1, 5, 10),
+        ],
+        alert_rule_test=[
+            firing(
+                "BackupTooSmall",
+                8,
+                {"severity": "critical", **BACKUP_NODE},
+                "The last PostgreSQL backup has 867 bytes, under the floor (BACKUP_MIN_BYTES)",
+            ),
+        ],
+    ),
+    case(
+        "BackupVerifyFailed: a dump of normal size that does not restore",
+        "1m",
+        [
+            series("spaced_backup_last_size_bytes", BACKUP_NODE, "2674x15"),
+            series("spaced_backup_min_size_bytes", BACKUP_NODE, "1024x15"),
+            series("spaced_backup_last_verify_ok", BACKUP_NODE, "1x5 0x10"),
+        ],
+        promql_expr_test=never_pending("BackupVerifyFailed", 1, 5),
+        alert_rule_test=[
+            firing(
+                "BackupVerifyFailed",
+                8,
+                {"severity": "critical", **BACKUP_NODE},
+                "The last PostgreSQL backup did not restore into a scratch database with a documents table",
+            ),
+        ],
+    ),
+    case(
+        "BackupEmpty: 25 documents in every backup, then a verified one with none (a wiped database)",
+        "1m",
+        [
+            series("spaced_backup_last_documents", BACKUP_NODE, "25x5 0x10"),
+            series("spaced_backup_last_verify_ok", BACKUP_NODE, "1x15"),
+        ],
+        promql_expr_test=never_pending("BackupEmpty", 1, 5),
+        alert_rule_test=[
+            firing(
+                "BackupEmpty",
+                8,
+                {"severity": "critical", **BACKUP_NODE},
+                "The last PostgreSQL backup holds no document, where earlier ones this week had some",
+            ),
+        ],
+    ),
 ]
 
 
@@ -357,6 +646,17 @@ def write_promtool_tests(directory: Path, rules: dict[str, Any]) -> Path:
     path = directory / "alerts_test.yml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
+
+
+def test_alert_rules_of_the_scale_out_only_with_it() -> None:
+    """Redis, PostgreSQL and backup alerts exist only where those services are deployed."""
+    names = {
+        group["name"]
+        for group in alert_rules(
+            settings_for_environment("local", env={"SPACED_ITEM_SOCKET_SCALE_OUT": "0"})
+        )["groups"]
+    }
+    assert not names & set(SCALE_OUT_GROUPS)
 
 
 def test_alert_rules_pass_their_promtool_unit_tests(tmp_path: Path) -> None:
@@ -375,15 +675,21 @@ def test_alert_rules_pass_their_promtool_unit_tests(tmp_path: Path) -> None:
     assert "SUCCESS" in result.stdout
 
 
+SCALE_OUT_GROUPS = ("scale_out", "backups")
+
+
 def test_every_rule_that_judges_a_rate_trend_or_absence_has_cases() -> None:
-    """A rule added later with a rate, a trend or an absence in it needs its quiet and its firing case."""
+    """A rule added later with a rate, a trend or an absence in it needs its quiet and its firing case;
+    so does every rule of the scale-out and the backups."""
     rules = alert_rules(settings_for_environment("local", env={}, include_cadvisor=True))
     judged = {
         rule["alert"]
         for group in rules["groups"]
         for rule in group["rules"]
         if any(word in rule["expr"] for word in ("rate(", "predict_linear(", "absent(", "_over_time("))
+        or group["name"] in SCALE_OUT_GROUPS
     }
+    assert {"RedisDown", "BackupMissing", "ItemSocketCompactionOverlap"} <= judged
     covered_quiet = set()
     covered_firing = set()
     for c in CASES:

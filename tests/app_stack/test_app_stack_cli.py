@@ -110,3 +110,24 @@ def test_deploy_without_environment_or_settings_is_one_error_line() -> None:
     result = spaced("deploy")
     assert result.returncode == 1
     assert result.stderr.strip().startswith("ERROR (BadArguments): spaced deploy needs an environment")
+
+
+def test_restore_without_yes_is_refused_before_anything_runs() -> None:
+    # No engine at all: the refusal comes first, nothing is stopped or contacted.
+    result = spaced("restore", "local", "spaced-20260101T000000Z-manual.dump", docker_host=NO_ENGINE)
+    assert result.returncode == 1
+    assert result.stderr.startswith("ERROR (ConfirmationNeeded): "), result.stderr
+    assert "--yes" in result.stderr and "stops item_socket" in result.stderr
+
+
+def test_restore_of_a_path_is_refused() -> None:
+    result = spaced("restore", "local", "../../etc/passwd", "--yes", docker_host=NO_ENGINE)
+    assert result.returncode == 1
+    assert result.stderr.startswith("ERROR (BadArguments): backup '../../etc/passwd'"), result.stderr
+
+
+def test_backup_and_restore_say_when_no_engine_answers() -> None:
+    for args in (("backup", "local"), ("restore", "local", "x.dump", "--yes")):
+        result = spaced(*args, docker_host=NO_ENGINE)
+        assert result.returncode == 1, args
+        assert result.stderr.startswith("ERROR (DockerUnavailable): "), result.stderr

@@ -204,3 +204,73 @@ def test_a_deploy_prunes_secrets_older_than_the_previous(swarm_manager: DockerEn
         assert left == sorted(made[-2:]), left
     finally:
         subprocess.run(["docker", "secret", "rm", *made], capture_output=True, check=False, timeout=60)
+
+
+BACKUP_SPEC = {
+    "Name": "spaced_backup",
+    "Mode": {"Replicated": {"Replicas": 1}},
+    "TaskTemplate": {
+        "ContainerSpec": {
+            "Image": "spaced/postgres:abc@sha256:" + "0" * 64,
+            "Args": ["spaced-backup", "schedule"],
+            "Env": ["PGHOST=postgres", "BACKUP_DIR=/backups"],
+            "Secrets": [
+                {
+                    "File": {"Name": "postgres_password", "UID": "0", "GID": "0", "Mode": 292},
+                    "SecretID": "s1",
+                    "SecretName": "spaced_postgres_password_0123456789ab",
+                }
+            ],
+            "Mounts": [
+                {"Type": "volume", "Source": "spaced_postgres_backups", "Target": "/backups"},
+                {"Type": "volume", "Source": "spaced_backup_metrics", "Target": "/metrics"},
+            ],
+        },
+        "Placement": {"Constraints": ["node.labels.data == true"]},
+        "Networks": [{"Target": "net123", "Aliases": ["backup"]}],
+    },
+}
+
+
+def test_a_backup_job_is_the_backup_service_running_another_command() -> None:
+    cmd = c.job_from_service_command(
+        BACKUP_SPEC, "spaced_backup_job_1", {"spaced.stack": "spaced"}, ["x", "y"]
+    )
+    assert cmd[:3] == ["docker", "service", "create"]
+    assert cmd[cmd.index("--mode") + 1] == "replicated-job"
+    assert cmd[cmd.index("--restart-condition") + 1] == "none"
+    assert (
+        cmd[cmd.index("--secret") + 1]
+        == "source=spaced_postgres_password_0123456789ab,target=postgres_password,mode=0444"
+    )
+    mounts = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--mount"]
+    assert mounts == [
+        "type=volume,source=spaced_postgres_backups,target=/backups",
+        "type=volume,source=spaced_backup_metrics,target=/metrics",
+    ]
+    assert cmd[cmd.index("--network") + 1] == "net123"
+    assert cmd[cmd.index("--constraint") + 1] == "node.labels.data == true"
+    assert [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--env"] == [
+        "PGHOST=postgres",
+        "BACKUP_DIR=/backups",
+    ]
+    # The image by its tag (a local image has no registry digest to pin), then the job's command.
+    assert cmd[-3:] == ["spaced/postgres:abc", "x", "y"]
+
+
+def test_the_result_line_is_read_from_a_jobs_output() -> None:
+    from infra.app_stack.backups import parse_result
+
+    output = (
+        "2026-01-01T00:00:00Z spaced-backup: pg_dump ...\n"
+        'SPACED_BACKUP_RESULT {"ok": true, "file": "spaced-1-manual.dump", "size": 2674, "documents": 25, '
+        '"error": ""}\n'
+    )
+    assert parse_result(output) == {
+        "ok": True,
+        "file": "spaced-1-manual.dump",
+        "size": 2674,
+        "documents": 25,
+        "error": "",
+    }
+    assert parse_result("nothing here\nSPACED_BACKUP_RESULT {broken\n") is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -25,7 +26,11 @@ EVERY_SERVICE = {
     "alertmanager",
     "node_exporter",
     "cadvisor",
+    "redis",
+    "postgres",
+    "backup",
 }
+SCALE_OUT_ONLY = {"redis", "postgres", "backup"}
 
 
 def _services(settings: StackSettings) -> dict[str, dict]:
@@ -73,23 +78,115 @@ def test_nginx_answers_503_for_every_path_another_service_owns(env_fixture: str,
     assert "try_files $uri $uri/ =404;" in conf, "an unknown path must be 404, not the page"
 
 
-def test_item_socket_one_replica_stop_first_secret_as_file(local_settings: StackSettings) -> None:
-    rendered = render_stack(local_settings, secret_names={"item_socket_jwt_secret": "spaced_jwt_abc"})
+def test_item_socket_scales_out_on_redis_and_postgres_start_first(
+    local_settings: StackSettings, prod_settings: StackSettings
+) -> None:
+    names = {
+        "item_socket_jwt_secret": "spaced_jwt_abc",
+        "redis_password": "spaced_redis_password_abc",
+        "postgres_password": "spaced_postgres_password_abc",
+    }
+    compose = yaml.safe_load(render_stack(local_settings, secret_names=names).compose_yaml())
+    service = compose["services"]["item_socket"]
+    assert service["deploy"]["replicas"] == 2
+    assert (
+        yaml.safe_load(render_stack(prod_settings).compose_yaml())["services"]["item_socket"]["deploy"][
+            "replicas"
+        ]
+        == 3
+    )
+    assert service["deploy"]["update_config"]["order"] == "start-first"
+    assert service["deploy"]["rollback_config"]["order"] == "start-first"
+    environment = service["environment"]
+    assert environment["ITEM_SOCKET_REDIS_URL"] == "redis://redis:6379/0"
+    assert environment["ITEM_SOCKET_STORE_URL"] == "postgresql://item_socket@postgres:5432/spaced"
+    # Passwords as Docker secrets, by path; never a password in a URL or a variable.
+    mounted = {s["source"]: f"/run/secrets/{s['target']}" for s in service["secrets"]}
+    assert environment["ITEM_SOCKET_REDIS_PASSWORD_FILE"] == mounted["redis_password"]
+    assert environment["ITEM_SOCKET_STORE_PASSWORD_FILE"] == mounted["postgres_password"]
+    assert environment["ITEM_SOCKET_AUTH_SECRET_FILE"] == mounted["item_socket_jwt_secret"]
+    for key, name in names.items():
+        assert compose["secrets"][key] == {"external": True, "name": name}
+    # Documents are in PostgreSQL: no volume, no node to stay on.
+    assert "volumes" not in service and "item_socket_data" not in compose["volumes"]
+    assert "node.labels.edge == true" not in service["deploy"]["placement"]["constraints"]
+    assert set(service["networks"]) == {"public", "monitoring", "data"}
+    grace = int(service["stop_grace_period"].removesuffix("s"))
+    assert grace > int(environment["ITEM_SOCKET_SHUTDOWN_GRACE"])
+    labels = service["deploy"]["labels"]
+    # Long-polling needs every request of a session on the task that holds it.
+    assert labels["traefik.http.services.item_socket.loadbalancer.sticky.cookie"] == "true"
+
+
+@pytest.mark.parametrize("env_fixture", ["local_settings", "prod_settings"])
+def test_redis_and_postgres_are_internal_pinned_and_keep_their_data(env_fixture: str, request) -> None:
+    settings = request.getfixturevalue(env_fixture)
+    compose = yaml.safe_load(render_stack(settings).compose_yaml())
+    services = compose["services"]
+    assert compose["networks"]["data"]["internal"] is True
+    assert compose["networks"]["data"]["attachable"] is False
+    for name, volume, target in (
+        ("redis", "redis_data", "/data"),
+        ("postgres", "postgres_data", "/var/lib/postgresql/data"),
+        ("backup", "postgres_backups", "/backups"),
+    ):
+        service = services[name]
+        assert service["networks"] == ["data"], f"{name} must be on the internal data overlay only"
+        assert "ports" not in service and "labels" not in service["deploy"], (
+            f"{name} is never published or routed"
+        )
+        assert service["deploy"]["placement"]["constraints"] == ["node.labels.data == true"], name
+        assert (
+            service["deploy"]["replicas"] == 1 and service["deploy"]["update_config"]["order"] == "stop-first"
+        )
+        assert {"type": "volume", "source": volume, "target": target} in service["volumes"], name
+        assert volume in compose["volumes"], name
+    redis = services["redis"]["command"]
+    flags = dict(zip(redis[::2], redis[1::2], strict=True))
+    assert flags["--appendonly"] == "yes" and flags["--appendfsync"] == "everysec"
+    assert flags["--maxmemory-policy"] == "noeviction"
+    assert services["redis"]["environment"] == {"REDIS_PASSWORD_FILE": "/run/secrets/redis_password"}
+    postgres = services["postgres"]
+    assert postgres["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert postgres["healthcheck"]["test"][1] == "pg_isready"
+    assert postgres["stop_signal"] == "SIGINT"
+    # Every replica, the one a start-first update adds, and the backups fit in max_connections.
+    connections = int(
+        next(arg for arg in postgres["command"] if arg.startswith("max_connections=")).split("=")[1]
+    )
+    assert connections >= (settings.item_socket_replicas + 1) * 4 + 3
+    # node-exporter exports the backup's figures from the volume the backup service writes.
+    exporter = services["node_exporter"]
+    assert "--collector.textfile.directory=/textfile" in exporter["command"]
+    assert {
+        "type": "volume",
+        "source": "backup_metrics",
+        "target": "/textfile",
+        "read_only": True,
+    } in exporter["volumes"]
+    assert {"type": "volume", "source": "backup_metrics", "target": "/metrics"} in services["backup"][
+        "volumes"
+    ]
+    environment = services["backup"]["environment"]
+    assert environment["BACKUP_INTERVAL"] == "21600" and environment["BACKUP_KEEP"] == "28"
+
+
+def test_sqlite_single_replica_without_the_scale_out() -> None:
+    settings = settings_for_environment("local", env={"SPACED_ITEM_SOCKET_SCALE_OUT": "0"})
+    rendered = render_stack(settings, secret_names={"item_socket_jwt_secret": "spaced_jwt_abc"})
     compose = yaml.safe_load(rendered.compose_yaml())
+    assert not set(compose["services"]) & SCALE_OUT_ONLY
+    assert "data" not in compose["networks"]
+    assert {s.key for s in rendered.secrets} == {"item_socket_jwt_secret", "traefik_dashboard_users"}
     service = compose["services"]["item_socket"]
     assert service["deploy"]["replicas"] == 1
     assert service["deploy"]["update_config"]["order"] == "stop-first"
-    secret_target = service["secrets"][0]["target"]
-    assert service["environment"]["ITEM_SOCKET_AUTH_SECRET_FILE"] == f"/run/secrets/{secret_target}"
-    assert compose["secrets"][service["secrets"][0]["source"]] == {"external": True, "name": "spaced_jwt_abc"}
-    # The stop grace period outlasts item_socket's own drain, so SIGKILL never cuts the drain short.
-    grace = int(service["stop_grace_period"].removesuffix("s"))
-    assert grace > int(service["environment"]["ITEM_SOCKET_SHUTDOWN_GRACE"])
-    assert service["volumes"][0]["type"] == "volume" and service["volumes"][0]["source"] in compose["volumes"]
-    labels = service["deploy"]["labels"]
-    assert "/socket.io/" in labels["traefik.http.routers.item_socket.rule"]
-    assert "/ws/" in labels["traefik.http.routers.item_socket.rule"]
-    assert labels["traefik.http.services.item_socket.loadbalancer.sticky.cookie"] == "true"
+    assert not any(
+        key.startswith(("ITEM_SOCKET_REDIS", "ITEM_SOCKET_STORE")) for key in service["environment"]
+    )
+    assert service["volumes"][0]["source"] == "item_socket_data" and "item_socket_data" in compose["volumes"]
+    assert service["deploy"]["placement"]["constraints"] == ["node.labels.edge == true"]
+    assert "--collector.textfile.directory=/textfile" not in compose["services"]["node_exporter"]["command"]
 
 
 def _seconds(duration: str) -> float:
@@ -115,9 +212,51 @@ def test_item_socket_rolls_with_a_short_gap(env_fixture: str, request) -> None:
     assert _seconds(static["serversTransport"]["forwardingTimeouts"]["dialTimeout"]) <= 5
 
 
-def test_more_than_one_item_socket_replica_is_refused(local_settings: StackSettings) -> None:
+def test_more_than_one_item_socket_replica_needs_the_scale_out(local_settings: StackSettings) -> None:
+    sqlite = dataclasses.replace(local_settings, item_socket_scale_out=False, item_socket_replicas=2)
+    with pytest.raises(
+        StackSettingsError, match=r"^item_socket_replicas: 2 replicas need item_socket_scale_out"
+    ):
+        render_stack(sqlite)
+    render_stack(dataclasses.replace(local_settings, item_socket_replicas=5))
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"SPACED_ITEM_SOCKET_REPLICAS": "0"},
+            r"^item_socket_replicas: 0 is not a whole number of at least 1",
+        ),
+        (
+            {"SPACED_ITEM_SOCKET_REPLICAS": "two"},
+            r"^SPACED_ITEM_SOCKET_REPLICAS: 'two' is not a whole number",
+        ),
+        ({"SPACED_ITEM_SOCKET_REPLICAS": "17"}, r"^item_socket_replicas: 17 is more than 16"),
+        ({"SPACED_ITEM_SOCKET_SCALE_OUT": "maybe"}, r"^SPACED_ITEM_SOCKET_SCALE_OUT: 'maybe' is not 1/0"),
+        (
+            {"SPACED_ITEM_SOCKET_SCALE_OUT": "0", "SPACED_ITEM_SOCKET_REPLICAS": "3"},
+            r"^item_socket_replicas: 3 replicas need item_socket_scale_out",
+        ),
+        ({"SPACED_BACKUP_INTERVAL": "10"}, r"^backup_interval_seconds: 10 must be a whole number from 60"),
+        ({"SPACED_BACKUP_KEEP": "0"}, r"^backup_keep: 0 must be a whole number from 1 to 1000"),
+        ({"SPACED_BACKUP_MIN_BYTES": "-1"}, r"^backup_min_bytes: -1 must be a whole number from 0"),
+        ({"SPACED_BACKUP_MIN_BYTES": "1k"}, r"^SPACED_BACKUP_MIN_BYTES: '1k' is not a whole number"),
+    ],
+)
+def test_bad_scale_out_and_backup_settings_are_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(StackSettingsError, match=message):
+        settings_for_environment("local", env=env)
+
+
+def test_scale_out_settings_survive_the_json_the_pulumi_component_passes(
+    prod_settings: StackSettings,
+) -> None:
+    settings = dataclasses.replace(prod_settings, item_socket_replicas=4, backup_interval_seconds=3600)
+    assert StackSettings.from_json(settings.to_json()) == settings
+    bad = json.loads(settings.to_json()) | {"item_socket_scale_out": False}
     with pytest.raises(StackSettingsError, match="item_socket_replicas"):
-        render_stack(dataclasses.replace(local_settings, item_socket_replicas=2))
+        StackSettings.from_json(json.dumps(bad))
 
 
 def test_local_publishes_http_and_prometheus_cloud_only_80_443(
@@ -130,6 +269,7 @@ def test_local_publishes_http_and_prometheus_cloud_only_80_443(
     assert sorted(p["published"] for p in cloud["traefik"]["ports"]) == [80, 443]
     published = {name: s.get("ports") for name, s in cloud.items() if s.get("ports")}
     assert set(published) == {"traefik"}, "only Traefik may be reachable from the internet"
+    assert {"redis", "postgres", "backup"} <= set(cloud)
     assert not any(k.startswith("traefik.") for k in cloud["prometheus"]["deploy"].get("labels", {}))
 
 

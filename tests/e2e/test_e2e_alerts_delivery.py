@@ -106,6 +106,9 @@ def test_a_real_alert_and_its_resolution_reach_a_webhook(local_stack: LocalStack
         "test",
     )
     service = f"{STACK}_item_socket"
+    replicas = docker(
+        "service", "inspect", service, "--format", "{{.Spec.Mode.Replicated.Replicas}}"
+    ).stdout.strip()
     try:
         deploy(
             stack_settings(local_stack, alerting=alerting, alert_test_timing=True),
@@ -133,7 +136,7 @@ def test_a_real_alert_and_its_resolution_reach_a_webhook(local_stack: LocalStack
         assert {"state": "firing", "alertname": "ItemSocketMissing"}.items() <= next(
             r for r in rows if r["alertname"] == "ItemSocketMissing"
         ).items(), rows
-        docker("service", "scale", "--detach", f"{service}=1")
+        docker("service", "scale", "--detach", f"{service}={replicas}")
         up_at = time.monotonic()
         wait_until(
             lambda: notification(alert_sink, "ItemSocketMissing", "resolved"),
@@ -147,5 +150,5 @@ def test_a_real_alert_and_its_resolution_reach_a_webhook(local_stack: LocalStack
             f"(rule for: 10s in test timing), its resolution {resolved_after:.1f}s after it came back"
         )
     finally:
-        docker("service", "scale", "--detach", f"{service}=1", check=False)
+        docker("service", "scale", "--detach", f"{service}={replicas}", check=False)
         deploy(stack_settings(local_stack), progress=print, timeout=300)

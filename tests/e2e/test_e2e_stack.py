@@ -49,8 +49,9 @@ def test_an_edit_reaches_a_second_client_through_traefik(
 ) -> None:
     doc = f"e2e-sync-{protocol}-{uuid.uuid4().hex[:8]}"
     token = local_stack.token(doc)
-    first = agent.open("first", protocol, local_stack.url, doc, token=token)
-    second = agent.open("second", protocol, local_stack.url, doc, token=token)
+    # Two replicas: a long-polling client must carry Traefik's sticky cookie, as browsers do.
+    first = agent.open("first", protocol, local_stack.url, doc, token=token, withCredentials=True)
+    second = agent.open("second", protocol, local_stack.url, doc, token=token, withCredentials=True)
     first.wait_synced(timeout=30)
     second.wait_synced(timeout=30)
 

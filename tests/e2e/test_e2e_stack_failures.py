@@ -109,6 +109,9 @@ def test_paths_of_a_stopped_service_answer_503_never_the_page(local_stack: Local
     status, _, body = get(f"{base}/no/such/page")
     assert status == 404, (status, body[:200])
     service = f"{STACK}_item_socket"
+    replicas = docker(
+        "service", "inspect", service, "--format", "{{.Spec.Mode.Replicated.Replicas}}"
+    ).stdout.strip()
     docker("service", "scale", "--detach", f"{service}=0")
     try:
         handshake = f"{base}/socket.io/?EIO=4&transport=polling"
@@ -119,7 +122,7 @@ def test_paths_of_a_stopped_service_answer_503_never_the_page(local_stack: Local
             assert headers.get("retry-after") == "5", headers
             assert b"<!doctype html" not in body.lower(), "the board page answered for item_socket"
     finally:
-        docker("service", "scale", "--detach", f"{service}=1")
+        docker("service", "scale", "--detach", f"{service}={replicas}")
         wait_until(
             lambda: b'"sid"' in get(f"{base}/socket.io/?EIO=4&transport=polling")[2],
             120,
@@ -218,6 +221,6 @@ def test_no_service_runs_as_root(local_stack: LocalStack) -> None:
 
 
 def test_the_deployed_overlays_carry_the_mesh_mtu(local_stack: LocalStack) -> None:
-    for network in ("public", "monitoring", "docker_api"):
+    for network in ("public", "monitoring", "docker_api", "data"):
         options = docker("network", "inspect", f"{STACK}_{network}", "--format", "{{json .Options}}").stdout
         assert json.loads(options).get(OVERLAY_MTU_OPTION) == str(OVERLAY_MTU), (network, options)

@@ -233,7 +233,12 @@ def test_the_cloud_deploy_wrapper_runs_docker_with_the_pinned_setup(
 
 
 def test_app_secrets_from_the_state_are_written_once_where_the_deploy_reads_them(tmp_path: Path) -> None:
-    values = {cloud_deploy.JWT_KEY: "j" * 64, cloud_deploy.DASHBOARD_PASSWORD_KEY: "p" * 24}
+    values = {
+        cloud_deploy.JWT_KEY: "j" * 64,
+        cloud_deploy.DASHBOARD_PASSWORD_KEY: "p" * 24,
+        cloud_deploy.REDIS_PASSWORD_KEY: "r" * 40,
+        cloud_deploy.POSTGRES_PASSWORD_KEY: "q" * 40,
+    }
     environ = {
         "PATH": os.environ["PATH"],
         cloud_deploy.APP_SECRETS_VAR: json.dumps(values),
@@ -242,6 +247,8 @@ def test_app_secrets_from_the_state_are_written_once_where_the_deploy_reads_them
     assert cloud_deploy.run(["true"], environ, build_dir=tmp_path) == 0
     secrets_dir = tmp_path / "dev" / "secrets"
     assert (secrets_dir / "item_socket_jwt_secret").read_text() == "j" * 64
+    assert (secrets_dir / "redis_password").read_text() == "r" * 40
+    assert (secrets_dir / "postgres_password").read_text() == "q" * 40
     users = (secrets_dir / "traefik_dashboard_users").read_text()
     assert (
         users.startswith("admin:$2") and (secrets_dir / "traefik_dashboard_password").read_text() == "p" * 24

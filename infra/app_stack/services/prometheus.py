@@ -214,8 +214,11 @@ def alert_rules(settings: StackSettings) -> dict[str, Any]:
         ),
         _alert(
             "ItemSocketStoreUnhealthy",
-            "item_socket_store_healthy == 0",
-            "2m",
+            # Every scrape of the last minute, at least 3: a replica that starts before PostgreSQL
+            # answers says so for a moment.
+            "max_over_time(item_socket_store_healthy[1m]) == 0"
+            " and count_over_time(item_socket_store_healthy[1m]) >= 3",
+            "1m",
             "critical",
             "item_socket cannot write its document store on {{ $labels.instance }}",
         ),
@@ -249,6 +252,11 @@ def alert_rules(settings: StackSettings) -> dict[str, Any]:
         {"name": "item_socket", "rules": item_socket},
         {"name": "scrape", "rules": scrape},
     ]
+    if settings.item_socket_scale_out:
+        groups += [
+            {"name": "scale_out", "rules": scale_out_rules()},
+            {"name": "backups", "rules": backup_rules(started_long_enough_for_backups())},
+        ]
     if settings.include_cadvisor:
         # Swarm limits appear as the container's spec limits; compare usage against them.
         containers = [
@@ -279,6 +287,147 @@ def alert_rules(settings: StackSettings) -> dict[str, Any]:
             for rule in group["rules"]:
                 rule["for"] = TEST_FOR
     return {"groups": groups}
+
+
+def _p99(metric: str, by: str) -> str:
+    """PromQL: the 99th percentile of a histogram over 5 minutes, per `by` labels."""
+    return f"histogram_quantile(0.99, sum by ({by}, le) (rate({metric}_bucket[5m])))"
+
+
+_FAILED = 'sum by (instance) (increase(item_socket_compactions_total{outcome="failed"}[15m]))'
+_COMPACTED = 'sum by (instance) (increase(item_socket_compactions_total{outcome="compacted"}[15m]))'
+STREAM_LAG_P99_SECONDS = 1.0
+"""An update another replica appended reaches clients here later than this (p99): they see stalls."""
+REDIS_P99_SECONDS = 0.1
+STORE_P99_SECONDS = 1.0
+OUTBOX_MINUTES = 5
+BACKUP_STARTUP_GRACE_SECONDS = 1800
+"""A fresh stack makes its first backup once item_socket has made its tables (within minutes);
+until Prometheus has run this long, no backup is missing yet."""
+
+
+def scale_out_rules() -> list[dict[str, Any]]:
+    """Alerts on item_socket's Redis streams and PostgreSQL store (each replica reports its own).
+
+    A replica starting before Redis or PostgreSQL answers reports them unhealthy for a moment: a
+    down alert needs every scrape of a full minute to say so (as ItemSocketDown does).
+    """
+    return [
+        _alert(
+            "ItemSocketStreamLagHigh",
+            f"{_p99('item_socket_stream_lag_seconds', 'instance')} > {STREAM_LAG_P99_SECONDS:g}",
+            "5m",
+            "warning",
+            "Updates from other item_socket replicas reach {{ $labels.instance }} over "
+            f"{STREAM_LAG_P99_SECONDS:g} s late (p99, 5 minutes)",
+        ),
+        _alert(
+            "RedisDown",
+            "max_over_time(item_socket_redis_healthy[1m]) == 0"
+            " and count_over_time(item_socket_redis_healthy[1m]) >= 3",
+            "1m",
+            "critical",
+            "item_socket {{ $labels.instance }} cannot reach Redis: its edits are held, not shared",
+        ),
+        _alert(
+            "RedisSlow",
+            f"{_p99('item_socket_redis_seconds', 'instance')} > {REDIS_P99_SECONDS:g}",
+            "10m",
+            "warning",
+            f"Redis round trips of item_socket {{{{ $labels.instance }}}} over {REDIS_P99_SECONDS:g} s (p99)",
+        ),
+        _alert(
+            "PostgresSlow",
+            f"{_p99('item_socket_store_operation_seconds', 'instance, operation')} > {STORE_P99_SECONDS:g}",
+            "10m",
+            "warning",
+            "PostgreSQL {{ $labels.operation }} of item_socket {{ $labels.instance }} over "
+            f"{STORE_P99_SECONDS:g} s (p99)",
+        ),
+        _alert(
+            "ItemSocketCompactionOverlap",
+            # Exactly one writer compacts a document at a time: any overlap is a bug to look at now.
+            "item_socket_compaction_overlaps_total > 0",
+            "0s",
+            "critical",
+            "item_socket {{ $labels.instance }} ran a compaction while another held the document",
+        ),
+        _alert(
+            "ItemSocketCompactionsFailing",
+            # Fenced compactions (another replica got there first) are normal; failures are not,
+            # once they outnumber the successful ones.
+            # (A replica that never compacted has no `compacted` series: it counts as 0.)
+            f"{_FAILED} >= 3 and {_FAILED} > ({_COMPACTED} or {_FAILED} * 0)",
+            "15m",
+            "warning",
+            "Most compactions of item_socket {{ $labels.instance }} fail: streams grow, syncs slow down",
+        ),
+        _alert(
+            "ItemSocketOutboxGrowing",
+            # Updates applied here but not yet appended to Redis: non-empty for minutes, and growing.
+            f"min_over_time(item_socket_outbox_updates[{OUTBOX_MINUTES}m]) > 0"
+            f" and deriv(item_socket_outbox_updates[{OUTBOX_MINUTES}m]) > 0",
+            "5m",
+            "critical",
+            "item_socket {{ $labels.instance }} holds updates it cannot append to Redis, more and more",
+        ),
+    ]
+
+
+def started_long_enough_for_backups() -> str:
+    """PromQL `and on ()` clause: this Prometheus has run BACKUP_STARTUP_GRACE_SECONDS (fresh sample)."""
+    own_start = 'process_start_time_seconds{job="prometheus"}'
+    return (
+        f"and on () (time() - {own_start} > {BACKUP_STARTUP_GRACE_SECONDS}"
+        f" and (time() - timestamp({own_start}) < 60))"
+    )
+
+
+def backup_rules(startup_guard: str) -> list[dict[str, Any]]:
+    """Alerts on the scheduled PostgreSQL backups (the backup service's textfile metrics, exported by
+    node-exporter on the PostgreSQL node)."""
+    return [
+        _alert(
+            "BackupMissing",
+            f"absent(spaced_backup_last_attempt_timestamp_seconds) {startup_guard}",
+            "30m",
+            "critical",
+            "No PostgreSQL backup has been attempted (no spaced_backup metrics from node-exporter)",
+        ),
+        _alert(
+            "BackupTooOld",
+            # Never succeeded (0) or not within two intervals: a schedule missed, or every try failed.
+            "time() - spaced_backup_last_success_timestamp_seconds > 2 * spaced_backup_interval_seconds",
+            "15m",
+            "critical",
+            "The last verified PostgreSQL backup is older than two backup intervals",
+        ),
+        _alert(
+            "BackupTooSmall",
+            "spaced_backup_last_size_bytes < spaced_backup_min_size_bytes",
+            "1m",
+            "critical",
+            "The last PostgreSQL backup has {{ $value }} bytes, under the floor (BACKUP_MIN_BYTES)",
+        ),
+        _alert(
+            "BackupVerifyFailed",
+            # A dump under the floor is not verified either: BackupTooSmall says more.
+            "spaced_backup_last_verify_ok == 0"
+            " unless spaced_backup_last_size_bytes < spaced_backup_min_size_bytes",
+            "1m",
+            "critical",
+            "The last PostgreSQL backup did not restore into a scratch database with a documents table",
+        ),
+        _alert(
+            "BackupEmpty",
+            # A fresh stack has no documents yet; a backup with none where the last week had some does.
+            "spaced_backup_last_documents == 0 and spaced_backup_last_verify_ok == 1"
+            " and max_over_time(spaced_backup_last_documents[7d]) > 0",
+            "1m",
+            "critical",
+            "The last PostgreSQL backup holds no document, where earlier ones this week had some",
+        ),
+    ]
 
 
 def prometheus(settings: StackSettings) -> ServiceBundle:

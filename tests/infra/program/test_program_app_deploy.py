@@ -48,13 +48,24 @@ def test_the_deploy_runs_with_the_deploy_key_and_the_managers_pinned_host_key(st
 def test_application_secrets_come_from_the_pulumi_state(stack) -> None:  # type: ignore[no-untyped-def]
     env, mocks, outputs = stack
     passwords = {r.name: r for r in mocks.of_type("random:index/randomPassword:RandomPassword")}
-    assert set(passwords) == {"app-jwt-secret", "app-dashboard-password"}
+    assert set(passwords) == {
+        "app-jwt-secret",
+        "app-dashboard-password",
+        "app-redis-password",
+        "app-postgres-password",
+    }
+    assert all(p.inputs["special"] is False for p in passwords.values())
     assert passwords["app-jwt-secret"].inputs["length"] >= 48
     raw_environment = deploy_command(mocks).inputs["environment"]
     assert is_secret(raw_environment) or is_secret(raw_environment[cloud_deploy.APP_SECRETS_VAR])
     environment = unwrap(raw_environment)
     values = json.loads(unwrap(environment[cloud_deploy.APP_SECRETS_VAR]))
-    assert set(values) == {cloud_deploy.JWT_KEY, cloud_deploy.DASHBOARD_PASSWORD_KEY}
+    assert set(values) == {
+        cloud_deploy.JWT_KEY,
+        cloud_deploy.DASHBOARD_PASSWORD_KEY,
+        cloud_deploy.REDIS_PASSWORD_KEY,
+        cloud_deploy.POSTGRES_PASSWORD_KEY,
+    }
     assert environment[cloud_deploy.ENVIRONMENT_VAR] == env
     assert "dashboard_password" in outputs
 

@@ -150,12 +150,14 @@ def test_plan_orders_the_first_manager_first_and_labels_every_node() -> None:
     assert [node.role for node in swarm.nodes] == ["manager", "worker", "manager"]
     assert swarm.first_manager.labels == {
         "provider": "hetzner", "region": "fsn1", "role": "manager", "edge": "true", "acme": "true",
-        "spaced.node": "m1",
+        "data": "true", "spaced.node": "m1",
     }  # fmt: skip
     assert swarm.joining[0].labels["tier"] == "app"
     assert swarm.joining[0].labels["edge"] == "false"
     # Only one node keeps Traefik's certificate store.
     assert [node.labels["acme"] for node in swarm.nodes] == ["true", "false", "false"]
+    # Only one node keeps Redis' and PostgreSQL's volumes: the same one.
+    assert [node.labels["data"] for node in swarm.nodes] == ["true", "false", "false"]
 
 
 def test_acme_label_goes_to_the_first_edge_manager_only() -> None:

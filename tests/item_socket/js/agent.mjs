@@ -75,7 +75,10 @@ const open = (args) => {
     const socketOptions = {
       transports: protocol === 'sio-polling' ? ['polling'] : ['websocket'],
       reconnectionDelay: args.reconnectionDelayMs ?? 100,
-      reconnectionDelayMax: args.reconnectionDelayMaxMs ?? 500
+      reconnectionDelayMax: args.reconnectionDelayMaxMs ?? 500,
+      // Node's engine.io-client keeps cookies only with this (browsers always do for their origin):
+      // behind a load balancer's sticky cookie, every long-polling request must carry it.
+      withCredentials: args.withCredentials ?? false
     }
     provider = new SocketIOProvider(url, room, doc, {
       autoConnect: false,

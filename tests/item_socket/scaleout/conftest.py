@@ -133,9 +133,7 @@ class Front:
     def __init__(self, base: Path, cluster: Cluster) -> None:
         self.base = base
         self.port = free_port("127.0.0.1")
-        servers = "\n".join(
-            f"        server 127.0.0.1:{r.port} max_fails=0;" for r in cluster.replicas
-        )
+        servers = "\n".join(f"        server 127.0.0.1:{r.port} max_fails=0;" for r in cluster.replicas)
         self.conf = base / "nginx.conf"
         self.conf.write_text(NGINX_CONF.format(base=base, servers=servers, port=self.port))
         self.process: subprocess.Popen[bytes] | None = None
