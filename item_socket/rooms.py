@@ -140,7 +140,7 @@ class Room:
         doc: Doc,
         metrics: Metrics,
         on_crash: Callable[[Room], None] | None = None,
-        on_pending: Callable[[], None] | None = None,
+        on_pending: Callable[[Room], None] | None = None,
         on_awareness: Callable[[str, bytes], None] | None = None,
         refusal: Callable[[], str | None] | None = None,
     ) -> None:
@@ -260,7 +260,7 @@ class Room:
         integrated.clear()
         self._metrics.propagation.observe(time.perf_counter() - received_at)
         if queued and self._on_pending is not None:
-            self._on_pending()
+            self._on_pending(self)
 
     def _on_transaction(self, event: TransactionEvent) -> None:
         self._integrated.append(event.update)
@@ -521,6 +521,8 @@ class RoomRegistry:
         self._stop_flushing = asyncio.Event()
         # Set when updates wait and the log wants them at once (the scale-out), or to stop.
         self._flush_wanted = asyncio.Event()
+        # Rooms with updates queued since the last flush, by name.
+        self._dirty: dict[str, Room] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -635,7 +637,7 @@ class RoomRegistry:
             doc,
             self.metrics,
             on_crash=self._start_rebuild,
-            on_pending=self._flush_wanted.set if self.streams is not None else None,
+            on_pending=self._queued,
             on_awareness=self.streams.publish_awareness if self.streams is not None else None,
             refusal=self._refusal,
         )
@@ -773,7 +775,12 @@ class RoomRegistry:
     async def flush(self) -> bool:
         """Write every room's pending updates to the store in one batch; False if the store failed."""
         async with self._flush_lock:
-            batch = {name: room for name, room in self.rooms.items() if room.pending}
+            # Only the rooms that queued something since the last flush: with thousands of rooms
+            # loaded and a flush per update (the scale-out), a scan of every room cost O(rooms).
+            dirty, self._dirty = self._dirty, {}
+            batch = {
+                name: room for name, room in dirty.items() if room.pending and self.rooms.get(name) is room
+            }
             if not batch:
                 return True
             updates = {name: room.pending for name, room in batch.items()}
@@ -786,6 +793,7 @@ class RoomRegistry:
             except Exception as exc:
                 for name, room in batch.items():
                     room.pending[:0] = updates[name]
+                    self._dirty[name] = room
                 self.store_healthy = False
                 self.metrics.errors.labels("store_write").inc()
                 log_event(
@@ -818,6 +826,12 @@ class RoomRegistry:
                 failures += 1
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop_flushing.wait(), min(0.05 * 2**failures, 2.0))
+
+    def _queued(self, room: Room) -> None:
+        """``room`` queued updates: the next flush writes them (at once in the scale-out)."""
+        self._dirty[room.name] = room
+        if self.streams is not None:
+            self._flush_wanted.set()
 
     def _refusal(self) -> str | None:
         """Why edits are refused now (too many held while the log fails), or None."""
