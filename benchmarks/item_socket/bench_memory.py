@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import subprocess
 import sys
@@ -27,19 +26,8 @@ sys.path.insert(0, str(REPO))
 
 import redis as redis_py  # noqa: E402
 
+from benchmarks.item_socket.bench_throughput import load_harness  # noqa: E402
 from tests.servers import PostgresServer, RedisServer  # noqa: E402
-
-
-def load_harness() -> ModuleType:
-    """Import tests/item_socket/e2e/harness.py by path (server process and /proc helpers)."""
-    spec = importlib.util.spec_from_file_location(
-        "item_socket_e2e_harness", REPO / "tests/item_socket/e2e/harness.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def main() -> None:

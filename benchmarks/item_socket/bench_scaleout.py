@@ -13,12 +13,10 @@ delivered update of the item_socket processes and of redis-server, and the load 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -26,7 +24,13 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.item_socket.bench_throughput import load_harness, percentile, process_cpu_seconds  # noqa: E402
+from benchmarks.item_socket.bench_throughput import (  # noqa: E402
+    go,
+    load_harness,
+    percentile,
+    process_cpu_seconds,
+    start_load,
+)
 from tests.servers import PostgresServer, RedisServer  # noqa: E402
 
 CONFIGURATIONS = (("1 replica, SQLite", 1, False), *((f"{n} replica(s), Redis", n, True) for n in (1, 2, 3)))
@@ -54,8 +58,8 @@ def run(
             server.start()
         prefix = f"scale-{replicas}-{int(scale_out)}-{time.monotonic_ns()}"
         rooms = [f"{prefix}-{i}" for i in range(args.rooms)]
-        for index in range(args.processes):
-            config = {
+        configs = [
+            {
                 "url": servers[0].url,
                 "urls": [s.url for s in servers],
                 "protocol": args.protocol,
@@ -64,40 +68,14 @@ def run(
                 "rate": args.rate,
                 "duration": args.duration,
             }
-            procs.append(
-                subprocess.Popen(
-                    ["node", str(HERE / "load_clients.mjs"), json.dumps(config)],
-                    cwd=HERE,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        for proc in procs:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if not line or "ready" not in json.loads(line):
-                raise RuntimeError(f"load process not ready: {line!r}")
+            for index in range(args.processes)
+        ]
+        procs = start_load(configs)
         redis_pid = redis.process.pid if redis.process else 0
         cpu_before = sum(s.cpu_seconds() for s in servers)
         redis_before = process_cpu_seconds(redis_pid)
         wall_before = time.monotonic()
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        results: list[dict[str, object]] = []
-
-        def collect(proc: subprocess.Popen[str]) -> None:
-            assert proc.stdout is not None
-            result = json.loads(proc.stdout.readline())
-            result["cpu_seconds"] = process_cpu_seconds(proc.pid)
-            results.append(result)
-
-        threads = [threading.Thread(target=collect, args=(p,)) for p in procs]
-        for thread in threads:
-            thread.start()
+        results, threads = go(procs)
         for thread in threads:
             thread.join(timeout=args.duration + 90)
         wall = min(time.monotonic() - wall_before, args.duration)

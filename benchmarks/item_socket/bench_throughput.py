@@ -28,6 +28,8 @@ REPO = HERE.parents[1]
 
 def load_harness() -> ModuleType:
     """Import tests/item_socket/e2e/harness.py by path (server process and /proc helpers)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))  # the harness imports tests.support
     spec = importlib.util.spec_from_file_location(
         "item_socket_e2e_harness", REPO / "tests/item_socket/e2e/harness.py"
     )
@@ -55,6 +57,60 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[index]
 
 
+def start_load(configs: list[dict[str, object]], cpus: str | None = None) -> list[subprocess.Popen[str]]:
+    """Start one ``load_clients.mjs`` per config (pinned to ``cpus``) and wait until each is ready.
+
+    Raises RuntimeError with the process' stderr when one is not (all of them killed first).
+    """
+    procs: list[subprocess.Popen[str]] = []
+    for config in configs:
+        cmd = ["node", str(HERE / "load_clients.mjs"), json.dumps(config)]
+        if cpus:
+            cmd = ["taskset", "-c", cpus, *cmd]
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                cwd=HERE,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for proc in procs:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline()
+        if not line or "ready" not in json.loads(line):
+            for started in procs:
+                started.kill()
+            raise RuntimeError(f"load process failed to get ready: {line!r} {proc.stderr.read()[-2000:]}")
+    return procs
+
+
+def go(procs: list[subprocess.Popen[str]]) -> tuple[list[dict[str, object]], list[threading.Thread]]:
+    """Tell the load processes to start; collect each one's result line (plus its CPU seconds).
+
+    Returns the list the results are appended to and the collecting threads (join them).
+    """
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    results: list[dict[str, object]] = []
+
+    def collect(proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        result = json.loads(proc.stdout.readline())
+        # The process lingers 200 ms after its result line: read its CPU time now.
+        result["cpu_seconds"] = process_cpu_seconds(proc.pid)
+        results.append(result)
+
+    threads = [threading.Thread(target=collect, args=(proc,)) for proc in procs]
+    for thread in threads:
+        thread.start()
+    return results, threads
+
+
 def run_protocol(harness: ModuleType, protocol: str, args: argparse.Namespace) -> dict[str, float]:
     cpus = os.cpu_count() or 1
     taskset = shutil.which("taskset") is not None and cpus > 1
@@ -70,8 +126,8 @@ def run_protocol(harness: ModuleType, protocol: str, args: argparse.Namespace) -
         procs: list[subprocess.Popen[str]] = []
         try:
             rooms = [f"bench-{protocol}-{i}" for i in range(args.rooms)]
-            for index in range(args.processes):
-                config = {
+            configs = [
+                {
                     "url": server.url,
                     "protocol": protocol,
                     "rooms": rooms[index :: args.processes],
@@ -79,47 +135,13 @@ def run_protocol(harness: ModuleType, protocol: str, args: argparse.Namespace) -
                     "rate": args.rate,
                     "duration": args.duration,
                 }
-                cmd = ["node", str(HERE / "load_clients.mjs"), json.dumps(config)]
-                if client_cpus:
-                    cmd = ["taskset", "-c", client_cpus, *cmd]
-                procs.append(
-                    subprocess.Popen(
-                        cmd,
-                        cwd=HERE,
-                        stdin=subprocess.PIPE,
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE,
-                        text=True,
-                    )
-                )
-            for proc in procs:
-                assert proc.stdout is not None
-                line = proc.stdout.readline()
-                if not line or "ready" not in json.loads(line):
-                    raise RuntimeError(
-                        f"load process failed to get ready: {line!r} {proc.stderr.read()[-2000:]}"
-                    )
+                for index in range(args.processes)
+            ]
+            procs = start_load(configs, client_cpus)
             cpu_before = server.cpu_seconds()
             wall_before = time.monotonic()
-            for proc in procs:
-                assert proc.stdin is not None
-                proc.stdin.write("go\n")
-                proc.stdin.flush()
             # The send window ends after `duration`; read the server CPU there so the drain is excluded.
-            results: list[dict[str, object]] = []
-            reader_threads = []
-
-            def collect(proc: subprocess.Popen[str]) -> None:
-                assert proc.stdout is not None
-                result = json.loads(proc.stdout.readline())
-                # The process lingers 200 ms after its result line: read its CPU time now.
-                result["cpu_seconds"] = process_cpu_seconds(proc.pid)
-                results.append(result)
-
-            for proc in procs:
-                thread = threading.Thread(target=collect, args=(proc,))
-                thread.start()
-                reader_threads.append(thread)
+            results, reader_threads = go(procs)
             time.sleep(args.duration)
             cpu_window = server.cpu_seconds() - cpu_before
             wall_window = time.monotonic() - wall_before
