@@ -118,6 +118,22 @@ class DocumentStore(abc.ABC):
         await self.stop()
 
 
+def merge_log(name: str, parts: Sequence[bytes]) -> bytes | None:
+    """One update merging a document's snapshot and log (``parts``, in order), or None if it fails.
+
+    A failure is logged (``compaction_failed``) and the log must be kept as it is: every update in
+    it was applied successfully in memory, so a merge failure is a pycrdt limitation, not bad data.
+    The store retries at a later append.
+    """
+    try:
+        return merge_updates(*parts)
+    except Exception as exc:
+        log_event(
+            logger, logging.WARNING, "compaction_failed", "cannot compact %r: %s", name, exc, document=name
+        )
+        return None
+
+
 class SQLiteStore(DocumentStore):
     """SQLite file ``<data_dir>/documents.sqlite3``, used from one dedicated thread.
 
@@ -252,21 +268,8 @@ class SQLiteStore(DocumentStore):
         """Merge the log of ``name`` into its snapshot (inside the caller's transaction)."""
         (snapshot,) = db.execute("SELECT snapshot FROM documents WHERE name = ?", (name,)).fetchone()
         rows = db.execute("SELECT id, data FROM updates WHERE name = ? ORDER BY id", (name,)).fetchall()
-        parts = ([snapshot] if snapshot else []) + [r[1] for r in rows]
-        try:
-            merged = merge_updates(*parts)
-        except Exception as exc:
-            # Keep the log as it is: every update in it was applied successfully in memory, so a
-            # merge failure is a pycrdt limitation, not bad data. Retry at the next append.
-            log_event(
-                logger,
-                logging.WARNING,
-                "compaction_failed",
-                "cannot compact %r: %s",
-                name,
-                exc,
-                document=name,
-            )
+        merged = merge_log(name, ([snapshot] if snapshot else []) + [r[1] for r in rows])
+        if merged is None:
             return
         db.execute("UPDATE documents SET snapshot = ?, log_length = 0 WHERE name = ?", (merged, name))
         db.execute("DELETE FROM updates WHERE name = ? AND id <= ?", (name, rows[-1][0]))

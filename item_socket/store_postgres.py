@@ -22,10 +22,9 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg import conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from pycrdt import merge_updates
 
 from .logs import log_event
-from .store import DocumentStore, Snapshot, StoreError, stream_position
+from .store import DocumentStore, Snapshot, StoreError, merge_log, stream_position
 
 logger = logging.getLogger(__name__)
 
@@ -192,19 +191,8 @@ class PostgresStore(DocumentStore):
             await conn.execute("SELECT id, data FROM document_updates WHERE name = %s ORDER BY id", (name,))
         ).fetchall()
         parts = ([bytes(row[0])] if row and row[0] else []) + [bytes(r[1]) for r in rows]
-        try:
-            merged = await asyncio.to_thread(merge_updates, *parts)
-        except Exception as exc:
-            # As in the SQLite store: every logged update was applied in memory; retry next time.
-            log_event(
-                logger,
-                logging.WARNING,
-                "compaction_failed",
-                "cannot compact %r: %s",
-                name,
-                exc,
-                document=name,
-            )
+        merged = await asyncio.to_thread(merge_log, name, parts)
+        if merged is None:
             return
         await conn.execute(
             "UPDATE documents SET snapshot = %s, log_length = 0 WHERE name = %s", (merged, name)
