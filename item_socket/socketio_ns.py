@@ -547,6 +547,12 @@ class YjsNamespace(socketio.AsyncNamespace):
             return await self.on_connect(*args[:3], args[3] if len(args) > 3 else None)
         if event == "disconnect":
             namespace, sid = args[0], args[1]
+            # python-engineio runs each received message in a task of its own (outside our
+            # WebSocket fast path) but a transport close inline: frames read in one go before
+            # the close have their tasks queued, not yet run. One turn of the loop lets them
+            # run (each finishes without suspending), so a client's last edits are applied
+            # before its session leaves the document instead of finding no peer.
+            await asyncio.sleep(0)
             return self.on_disconnect(namespace, sid)
         namespace, sid, *data = args
         peer = self.peers.get((namespace, sid))

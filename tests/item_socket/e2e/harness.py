@@ -431,7 +431,7 @@ class YClient:
 
         try:
             return wait_until(check, timeout, f"{self}: {what}")
-        except HarnessError as exc:
+        except AssertionError as exc:  # support.wait_until's timeout included: show what was seen
             seen = {k: v for k, v in last[0].items() if k != "events"} if last else None
             events = last[0]["events"][-12:] if last else None
             raise HarnessError(f"{exc}\nlast state: {_short(seen, 1500)}\nlast events: {events}") from None
