@@ -446,16 +446,7 @@ def throughput(
     """
     steps = rates or [load.rate]
     with running(server) as srv:
-        config = {
-            "mode": "throughput",
-            "protocol": server.protocol,
-            "url": srv.url,
-            "rooms": [f"b-{i}" for i in range(load.rooms)],
-            "clients": load.clients,
-            "writers": load.writers,
-            "payload": load.payload,
-            "receivers": "raw",
-        }
+        config = throughput_config(server, srv.url, load)
         with generator(config) as gen:
             ready = gen.read(timeout=180)
             # Warm-up (not reported): connection set-up work still running in the clients (the
@@ -585,3 +576,17 @@ def presence(server: Server, users: int, observers: int, hz: float, duration: fl
             or row["generator_loop_delay_p99_ms"] > GENERATOR_LIMIT_LOOP_DELAY_MS
         )
         return row
+
+
+def throughput_config(server: Any, url: str, load: Any) -> dict[str, Any]:
+    """The load generator's config for a throughput step of ``load`` against ``server`` at ``url``."""
+    return {
+        "mode": "throughput",
+        "protocol": server.protocol,
+        "url": url,
+        "rooms": [f"b-{i}" for i in range(load.rooms)],
+        "clients": load.clients,
+        "writers": load.writers,
+        "payload": load.payload,
+        "receivers": "raw",
+    }

@@ -57,16 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     server = harness.SERVERS[args.server]
     load = LIGHT if args.profile == "light" else HEAVY
     with harness.running(server) as srv:
-        config = {
-            "mode": "throughput",
-            "protocol": server.protocol,
-            "url": srv.url,
-            "rooms": [f"b-{i}" for i in range(load.rooms)],
-            "clients": load.clients,
-            "writers": load.writers,
-            "payload": load.payload,
-            "receivers": "raw",
-        }
+        config = harness.throughput_config(server, srv.url, load)
         with harness.generator(config) as gen:
             gen.read(timeout=180)
             gen.send("go " + json.dumps({"rate": load.rate, "duration": harness.WARMUP_S, "index": 0}))
