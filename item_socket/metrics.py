@@ -153,6 +153,12 @@ class Metrics:
             "Compactions that ran while another compaction of the same document did (must stay 0).",
             registry=self.registry,
         )
+        self.stream_gaps = Counter(
+            "item_socket_stream_gaps",
+            "Times this replica found a document's stream entries trimmed before it had read them "
+            "(it lagged behind a compaction) and reloaded the snapshot that covers them.",
+            registry=self.registry,
+        )
         self.documents_followed = Gauge(
             "item_socket_documents_followed",
             "Documents whose Redis stream this replica follows.",

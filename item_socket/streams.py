@@ -15,6 +15,11 @@ https://redis.io/docs/latest/develop/data-types/streams/):
   store refuses a snapshot whose token is not newer than the stored one, and the stream is trimmed
   (XTRIM MINID, exact) only after the snapshot covering it is durable. A refused (fenced) snapshot or
   a lock lost during a compaction is counted in ``item_socket_compaction_overlaps``.
+- A follower may lag behind a compaction (a busy replica): entries it has not read yet can be
+  trimmed. So the trim appends, in the same MULTI, a notice ``{t: <bound>}`` to the stream: every
+  entry before ``bound`` is gone. A follower that reads the notice while its position is before the
+  bound reloads the snapshot (which covers everything trimmed) and applies it; applying what it
+  already had changes nothing. Loads and compactions skip notices.
 - Presence (awareness) travels on ``item_socket:{<name>}:a``, capped (MAXLEN ~) and expiring
   after twice the awareness timeout without a change; states of clients on another replica expire
   after ``awareness_timeout`` without renewal, so a replica that dies takes its users' cursors.
@@ -57,6 +62,13 @@ AWARENESS_MAXLEN = 1000
 COMPACTION_LOCK_MS = 60_000
 # Entries read per compaction (a stream is compacted again if it held more).
 COMPACTION_BATCH = 100_000
+# Fields of an update stream entry: a Yjs update and the appending replica, or a trim notice
+# (entries before this ID were trimmed; see the module docstring).
+UPDATE_FIELD = b"u"
+REPLICA_FIELD = b"r"
+TRIMMED_FIELD = b"t"
+# Attempts (backoff up to 2 s each) to reload a snapshot after a gap while the store fails.
+CATCH_UP_ATTEMPTS = 600
 EVICTING_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 
 # Deletes the lock only if it still holds our token (no one else's lock is ever released).
@@ -98,6 +110,10 @@ def _after(entry_id: str) -> str:
     """The smallest stream ID greater than ``entry_id`` (for XTRIM MINID: keep what follows it)."""
     ms, seq = stream_position(entry_id)
     return f"{ms}-{seq + 1}"
+
+
+def _before(a: str, b: str) -> bool:
+    return stream_position(a) < stream_position(b)
 
 
 def _later(a: str, b: str) -> str:
@@ -166,6 +182,8 @@ class DocumentStreams:
         self._follower: asyncio.Task[None] | None = None
         self._stopping = False
         self._compacting: set[str] = set()
+        # Documents whose snapshot is being reloaded after a gap -> another gap seen meanwhile.
+        self._catching_up: dict[str, bool] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._awareness_queue: list[tuple[str, bytes]] = []
         self._awareness_wanted = asyncio.Event()
@@ -299,8 +317,9 @@ class DocumentStreams:
         for entry_id, fields in entries:
             entry = entry_id.decode()
             position = _later(position, entry)
-            if stream_position(entry) > covered:
-                updates.append(fields[b"u"])
+            update = fields.get(UPDATE_FIELD)
+            if update is not None and stream_position(entry) > covered:
+                updates.append(update)
         self._loaded_at[name] = position
         if len(entries) >= self.compact_after:
             self.compact_soon(name)
@@ -321,7 +340,7 @@ class DocumentStreams:
                 for name in names:
                     key = updates_key(name)
                     for part in updates[name]:
-                        pipe.xadd(key, {b"u": part, b"r": self.replica_id})
+                        pipe.xadd(key, {UPDATE_FIELD: part, REPLICA_FIELD: self.replica_id})
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise self._failed(f"append to {len(names)} streams", exc) from exc
@@ -400,7 +419,7 @@ class DocumentStreams:
         positions = self._updates_at if kind == "u" else self._awareness_at
         if name not in positions:
             return  # closed while the read was in flight
-        positions[name] = last
+        read_until, positions[name] = positions[name], last
         mine = self.replica_id
         if kind == "u":
             # Every entry comes by here, ours too: count them to compact without asking XLEN.
@@ -411,16 +430,76 @@ class DocumentStreams:
             self._entries_since_compaction[name] = since
             updates = []
             for entry_id, fields in entries:
-                if fields.get(b"r") != mine:
-                    updates.append(fields[b"u"])
+                update = fields.get(UPDATE_FIELD)
+                if update is None:
+                    trimmed = fields.get(TRIMMED_FIELD)
+                    # Entries between what we had read and the bound were trimmed unread.
+                    if trimmed is not None and _before(_after(read_until), trimmed.decode()):
+                        self._catch_up_soon(name)
+                elif fields.get(REPLICA_FIELD) != mine:
+                    updates.append(update)
                     appended_ms = stream_position(entry_id.decode())[0]
                     self.metrics.stream_lag.observe(max(0.0, now_ms - appended_ms) / 1000)
             if updates:
                 self.on_updates(name, updates)
         else:
             for _entry_id, fields in entries:
-                if fields.get(b"r") != mine:
+                if fields.get(REPLICA_FIELD) != mine:
                     self.on_awareness(name, fields[b"a"])
+
+    def _catch_up_soon(self, name: str) -> None:
+        """Reload ``name``'s snapshot in the background: the follower missed trimmed entries."""
+        self.metrics.stream_gaps.inc()
+        if name in self._catching_up:
+            # The reload under way may have read the snapshot before this trim: read it again.
+            self._catching_up[name] = True
+            return
+        self._catching_up[name] = False
+        log_event(
+            logger,
+            logging.WARNING,
+            "stream_gap",
+            "entries of %r were trimmed before this replica read them; reloading its snapshot",
+            name,
+            document=name,
+        )
+        self._spawn(self._catch_up(name), f"catch-up:{name}")
+
+    async def _catch_up(self, name: str) -> None:
+        """Apply the stored snapshot of ``name`` (it covers every trimmed entry) while it is followed.
+
+        Retries with bounded backoff while the store fails (CATCH_UP_ATTEMPTS); later entries keep
+        flowing meanwhile (yrs holds those whose dependencies are missing until the snapshot comes).
+        """
+        try:
+            for attempt in range(1, CATCH_UP_ATTEMPTS + 1):
+                if self._stopping or name not in self._updates_at:
+                    return
+                self._catching_up[name] = False
+                try:
+                    snapshot = await self.store.load_snapshot(name)
+                except StoreError as exc:
+                    self.on_store_health(False)
+                    if attempt == CATCH_UP_ATTEMPTS:
+                        log_event(
+                            logger,
+                            logging.ERROR,
+                            "catch_up_failed",
+                            "cannot reload %r after a stream gap: %s",
+                            name,
+                            exc,
+                            document=name,
+                        )
+                        return
+                    await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+                    continue
+                self.on_store_health(True)
+                if name in self._updates_at and snapshot.data:
+                    self.on_updates(name, [snapshot.data])
+                if not self._catching_up.get(name):
+                    return
+        finally:
+            self._catching_up.pop(name, None)
 
     async def _replay_presence(self, name: str) -> None:
         """Show a newly opened document's clients the presence of other replicas' clients at once.
@@ -433,7 +512,8 @@ class DocumentStreams:
             return
         horizon = (time.time() - self.awareness_timeout) * 1000
         for entry_id, fields in reversed(entries):
-            if stream_position(entry_id.decode())[0] >= horizon and fields.get(b"r") != self.replica_id:
+            mine = fields.get(REPLICA_FIELD) == self.replica_id
+            if stream_position(entry_id.decode())[0] >= horizon and not mine:
                 self.on_awareness(name, fields[b"a"])
 
     async def _send_awareness(self) -> None:
@@ -447,7 +527,7 @@ class DocumentStreams:
             try:
                 async with self._commands().pipeline(transaction=False) as pipe:
                     for name, update in batch:
-                        fields = {b"a": update, b"r": self.replica_id}
+                        fields = {b"a": update, REPLICA_FIELD: self.replica_id}
                         pipe.xadd(awareness_key(name), fields, maxlen=AWARENESS_MAXLEN)
                     for name in {name for name, _ in batch}:
                         pipe.expire(awareness_key(name), max(2, int(2 * self.awareness_timeout)))
@@ -504,12 +584,16 @@ class DocumentStreams:
         started = time.perf_counter()
         try:
             entries = await redis.xrange(updates_key(name), "-", "+", count=COMPACTION_BATCH)
-            if not entries:
-                return "empty"
+            if not any(UPDATE_FIELD in fields for _, fields in entries):
+                return "empty"  # nothing, or only the notice of the last trim
             snapshot = await self.store.load_snapshot(name)
             covered = stream_position(snapshot.position)
             last = entries[-1][0].decode()
-            parts = [snapshot.data] + [f[b"u"] for i, f in entries if stream_position(i.decode()) > covered]
+            parts = [snapshot.data]
+            for entry_id, fields in entries:
+                update = fields.get(UPDATE_FIELD)  # None: the notice of an earlier trim
+                if update is not None and stream_position(entry_id.decode()) > covered:
+                    parts.append(update)
             merged = await asyncio.to_thread(merge_into_snapshot, parts)
             if await redis.get(_lock_key(name)) != str(token).encode():
                 # The lock expired during a slow compaction and someone else may be compacting.
@@ -519,8 +603,13 @@ class DocumentStreams:
             if not saved:
                 self.metrics.compaction_overlaps.inc()
                 return "fenced"
-            # Only now that a durable snapshot covers them may the entries leave the stream.
-            await redis.xtrim(updates_key(name), minid=_after(last), approximate=False)
+            # Only now that a durable snapshot covers them may the entries leave the stream; the
+            # notice tells followers that lagged behind to reload that snapshot.
+            bound = _after(last)
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.xtrim(updates_key(name), minid=bound, approximate=False)
+                pipe.xadd(updates_key(name), {TRIMMED_FIELD: bound.encode(), REPLICA_FIELD: self.replica_id})
+                await pipe.execute()
         except (RedisError, OSError, StoreError) as exc:
             if isinstance(exc, StoreError):
                 self.on_store_health(False)

@@ -7,6 +7,7 @@ at the end every client (and a fresh one) must hold every key any writer set.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -51,13 +52,13 @@ def keys_of(client: YClient) -> set[str]:
 
 
 def wait_all_hold(clients: list[YClient], expected: set[str], timeout: float = 30) -> None:
-    """Wait until every client's map holds every expected key; fail naming what is missing."""
+    """Wait until every client's map holds every expected key; fail naming what each one misses."""
     for client in clients:
-        client.wait_state(
-            lambda st: expected <= set(st["map"]),
-            timeout,
-            f"all {len(expected)} keys (missing {sorted(expected - keys_of(client))[:5]}...)",
-        )
+        try:
+            client.wait_state(lambda st: expected <= set(st["map"]), timeout, f"all {len(expected)} keys")
+        except AssertionError as exc:
+            missing = {str(c): sorted(expected - keys_of(c))[:8] for c in clients}
+            raise AssertionError(f"{exc}\nmissing now: {missing}") from None
 
 
 def test_clients_spread_over_three_replicas_converge(replicas: Cluster, two_agents: list[Agent]) -> None:
@@ -93,9 +94,16 @@ def test_concurrent_text_edits_on_two_replicas_converge(replicas: Cluster, two_a
     for i in range(30):
         left.insert(0, f"L{i} ")
         right.insert(0, f"R{i} ")
-    wait_until(lambda: left.text() == right.text() and len(left.text()) > 150, 20, "texts equal")
+    pieces = {f"{side}{i} " for side in "LR" for i in range(30)}
+
+    def missing() -> dict[str, list[str]]:
+        return {str(client): sorted(p for p in pieces if p not in client.text()) for client in (left, right)}
+
+    try:
+        wait_until(lambda: left.text() == right.text() and not any(missing().values()), 20, "texts equal")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; missing: {missing()}") from None
     text = left.text()
-    assert all(f"L{i} " in text and f"R{i} " in text for i in range(30))
     # A fresh client on the third replica, which never had the document open, loads the same.
     late = two_agents[0].open("late", "ws", replicas.replicas[1], doc)
     late.wait_text(text)
@@ -134,6 +142,44 @@ def test_replica_killed_mid_edit_loses_no_update(
     lost = len(expected - keys_of(fresh))
     print(f"\nSIGKILL of a replica ({on_victim:.0f} clients) mid-edit: {len(expected)} updates, {lost} lost")
     assert lost == 0
+
+
+def test_a_replica_that_lagged_behind_a_compaction_catches_up(
+    replicas: Cluster, two_agents: list[Agent]
+) -> None:
+    """A follower that has not read entries a compaction trims reloads the snapshot covering them.
+
+    Replica B is stopped (SIGSTOP) while clients of A and C write more than --compact-after
+    updates, so the stream is compacted and trimmed past B's follow position before B reads it.
+    """
+    doc = new_doc("lagged")
+    a, b, c = replicas.replicas
+    writers = [two_agents[0].open("wa", "ws", a, doc), two_agents[1].open("wc", "sio", c, doc)]
+    readers = [two_agents[0].open("rb-ws", "ws", b, doc), two_agents[1].open("rb-sio", "sio", b, doc)]
+    for client in writers + readers:
+        client.wait_synced()
+    key = f"item_socket:{{{doc}}}:u"
+
+    def compactions() -> float:  # B, stopped, cannot answer a scrape
+        return sum(r.metric("item_socket_compactions_total", outcome="compacted") for r in (a, c))
+
+    compacted = compactions()
+    expected: set[str] = set()
+    os.kill(b.pid, signal.SIGSTOP)
+    try:
+        _edit_rounds(writers, range(0, 40), expected)  # 80 updates against --compact-after 50
+        wait_all_hold(writers, expected)
+        wait_until(
+            lambda: compactions() > compacted and int(replicas.redis.cli("XLEN", key)) < 50,
+            20,
+            "the stream compacted and trimmed while replica B is stopped",
+        )
+    finally:
+        os.kill(b.pid, signal.SIGCONT)
+    _edit_rounds(writers, range(40, 45), expected)
+    wait_all_hold(readers, expected)
+    assert b.metric("item_socket_stream_gaps_total") >= 1
+    assert '"event":"stream_gap"' in b.stderr_text()
 
 
 def test_redis_restart_during_edits_loses_nothing(replicas: Cluster, two_agents: list[Agent]) -> None:
@@ -262,9 +308,15 @@ def test_compaction_bounds_the_stream_and_never_overlaps(replicas: Cluster, two_
     assert int(snapshot) > 0
     for writer in writers:
         writer.destroy()
-    # Once nobody has it open, what the stream still holds is compacted too.
+    # Once nobody has it open, what the stream still holds is compacted too: only the notice of
+    # the last trim stays.
     wait_until(
-        lambda: int(replicas.redis.cli("XLEN", key)) == 0, 20, "stream emptied after the last client left"
+        lambda: (
+            int(replicas.redis.cli("XLEN", key)) == 1
+            and "t" in replicas.redis.cli("XRANGE", key, "-", "+").split()
+        ),
+        20,
+        "stream emptied after the last client left",
     )
     fresh = two_agents[0].open("fresh", "sio", replicas.replicas[0], doc)
     wait_all_hold([fresh], expected)
