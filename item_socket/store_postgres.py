@@ -24,7 +24,7 @@ from psycopg import conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .logs import log_event
-from .store import DocumentStore, Snapshot, StoreError, merge_log, stream_position
+from .store import DocumentStore, Snapshot, StoreError, coalesce, merge_log, stream_position
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class PostgresStore(DocumentStore):
                     async with conn.cursor() as cursor:
                         await cursor.executemany(
                             "INSERT INTO document_updates (name, data) VALUES (%s, %s)",
-                            [(name, part) for part in parts],
+                            [(name, part) for part in coalesce(name, parts)],
                         )
                     row = await (
                         await conn.execute(

@@ -47,7 +47,7 @@ from redis.maint_notifications import MaintNotificationsConfig
 
 from .logs import log_event
 from .metrics import Metrics
-from .store import ZERO_POSITION, DocumentStore, Snapshot, StoreError, stream_position
+from .store import ZERO_POSITION, DocumentStore, Snapshot, StoreError, coalesce, stream_position
 
 logger = logging.getLogger(__name__)
 
@@ -339,7 +339,7 @@ class DocumentStreams:
             async with self._commands().pipeline(transaction=False) as pipe:
                 for name in names:
                     key = updates_key(name)
-                    for part in updates[name]:
+                    for part in coalesce(name, list(updates[name])):
                         pipe.xadd(key, {UPDATE_FIELD: part, REPLICA_FIELD: self.replica_id})
                 await pipe.execute()
         except (RedisError, OSError) as exc:

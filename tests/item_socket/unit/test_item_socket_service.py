@@ -278,3 +278,36 @@ def test_unusable_data_dir_exits_1_with_a_logged_reason(tmp_path: Path) -> None:
     entries = [json.loads(line) for line in result.stderr.splitlines()]
     failure = [entry for entry in entries if entry["event"] == "store_unavailable"]
     assert failure and str(not_a_dir) in failure[0]["message"]
+
+
+def test_hot_path_metrics_are_exposed_as_a_counter_and_a_histogram_would_be() -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from item_socket.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.count_in("ywebsocket", 10)
+    metrics.count_out("socketio", 3, 90)
+    for seconds in (0.0003, 0.0003, 5.0):
+        metrics.propagation.observe(seconds)
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(metrics.registry).decode())}
+    assert families["item_socket_messages"].type == "counter"
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in families.values()
+        for s in family.samples
+    }
+    assert samples["item_socket_messages_total", (("direction", "in"), ("protocol", "ywebsocket"))] == 1
+    assert samples["item_socket_messages_total", (("direction", "out"), ("protocol", "socketio"))] == 3
+    assert samples["item_socket_bytes_total", (("direction", "out"), ("protocol", "socketio"))] == 90
+    assert samples["item_socket_messages_total", (("direction", "in"), ("protocol", "socketio"))] == 0
+    assert ("item_socket_messages_created", (("direction", "in"), ("protocol", "ywebsocket"))) in samples
+    assert families["item_socket_update_propagation_seconds"].type == "histogram"
+    bucket = "item_socket_update_propagation_seconds_bucket"
+    assert samples[bucket, (("le", "0.00025"),)] == 0
+    assert samples[bucket, (("le", "0.0005"),)] == 2  # cumulative, le = "less than or equal"
+    assert samples[bucket, (("le", "1.0"),)] == 2
+    assert samples[bucket, (("le", "+Inf"),)] == 3
+    assert samples["item_socket_update_propagation_seconds_count", ()] == 3
+    assert abs(samples["item_socket_update_propagation_seconds_sum", ()] - 5.0006) < 1e-9

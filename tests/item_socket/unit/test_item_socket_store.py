@@ -71,6 +71,20 @@ async def test_log_is_compacted_into_the_snapshot(tmp_path: Path) -> None:
         assert rebuild(await store.load("doc")) == expected
 
 
+async def test_a_flush_stores_each_documents_updates_as_one_merged_row(tmp_path: Path) -> None:
+    source: Doc = Doc()
+    async with SQLiteStore(tmp_path, compact_after=1000) as store:
+        await store.append_many(
+            {"a": [text_update(source, f"{i},") for i in range(20)], "b": [text_update(Doc(), "b")]}
+        )
+        assert await store.stats("a") == (1, 0)  # one row, no snapshot yet
+        assert rebuild(await store.load("a")) == "".join(f"{i}," for i in range(20))
+    db = sqlite3.connect(tmp_path / SQLiteStore.FILENAME)
+    # The compaction cadence still counts updates, not rows.
+    assert db.execute("SELECT log_length FROM documents WHERE name = 'a'").fetchone() == (20,)
+    db.close()
+
+
 def make_registry(store: DocumentStore, grace: float = 0.05) -> RoomRegistry:
     return RoomRegistry(store, Metrics(), flush_interval=0.02, unload_grace=grace)
 
