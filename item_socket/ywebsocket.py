@@ -6,9 +6,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
+from aiohttp.helpers import DEFAULT_CHUNK_SIZE
 
 from .connection import (
     SYNC_PART_BYTES,
@@ -76,6 +80,59 @@ def _extended_length(length: int) -> bytes:
     return bytes((127,)) + length.to_bytes(8, "big")
 
 
+# aiohttp versions whose WebSocketResponse._post_start the direct reading below reproduces. On any
+# other version /ws reads through aiohttp's public ``async for`` only (same behaviour, slower).
+_DIRECT_READING_AIOHTTP = ("3.14.",)
+
+
+class _DirectQueue(WebSocketDataQueue):
+    """aiohttp's WebSocket message queue, which first offers each binary message to ``on_binary``.
+
+    aiohttp queues every parsed message for the handler task, which ``async for`` wakes once per
+    message: a future, a task step and a WSMessage per update, about a tenth of a delivery's CPU
+    (docs/benchmarks.md). Updates and awareness changes, the messages that arrive by the thousand,
+    are handled right here as the parser produces them; anything else, or a message while the
+    task still has queued ones (order), goes to the queue as before. ``on_binary`` returns False
+    for a message it leaves to the task.
+    """
+
+    on_binary: Callable[[bytes], bool] | None = None
+
+    def feed_data(self, data: Any, size: int) -> None:
+        on_binary = self.on_binary
+        if on_binary is None or data[0] is not WSMsgType.BINARY or self._buffer or not on_binary(data[1]):
+            super().feed_data(data, size)
+
+
+class YWebsocketResponse(LimitedWebSocketResponse):
+    """The WebSocket of a y-websocket connection: ``direct_queue`` takes the hot messages directly.
+
+    Reaches into aiohttp's internals (``_post_start``): verified on the versions of
+    ``_DIRECT_READING_AIOHTTP``; on others ``direct_queue`` stays None and all reading is public.
+    """
+
+    direct_queue: _DirectQueue | None = None
+
+    def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
+        if not aiohttp.__version__.startswith(_DIRECT_READING_AIOHTTP):
+            super()._post_start(request, protocol, writer)
+            return
+        # aiohttp 3.14's _post_start, with our queue in place of WebSocketDataQueue.
+        self._ws_protocol = protocol
+        self._writer = writer
+        self._reset_heartbeat()
+        assert self._loop is not None
+        self._reader = self.direct_queue = _DirectQueue(
+            request._protocol, DEFAULT_CHUNK_SIZE, loop=self._loop
+        )
+        self._parser = WebSocketReader(
+            self._reader, self._max_msg_size, compress=bool(self._compress), decode_text=self._decode_text
+        )
+        callback = None if self._heartbeat is None else self._on_data_received
+        request.protocol.set_parser(self._parser, data_received_cb=callback)
+        request.protocol.keep_alive(False)
+
+
 class YWebsocketPeer(Peer):
     """A y-websocket connection. Broadcasts are written as one pre-encoded frame per message."""
 
@@ -95,6 +152,11 @@ class YWebsocketPeer(Peer):
     @property
     def transport(self) -> str:
         return "websocket"
+
+    @property
+    def closing(self) -> bool:
+        """True once the server started closing this connection."""
+        return self._closing
 
     def send_broadcast(self, message: Broadcast) -> int:
         # Fast path: the frame is encoded once per broadcast (shared by every peer) and written
@@ -149,6 +211,32 @@ class YWebsocketPeer(Peer):
             except (ConnectionError, RuntimeError):
                 return  # the connection is going; its reader ends it
             self.session.count_out(1, len(message))
+
+    def receive_directly(self, room: Room, data: bytes) -> bool:
+        """Handle an update or awareness message as it is parsed (see ``_DirectQueue``).
+
+        Returns False, leaving the message to the handler task, for every other message and while
+        the document is rebuilt. Does what the task's loop does for the message, errors included.
+        """
+        if len(data) < 2 or room.rebuilding is not None:
+            return False
+        kind = data[0]
+        if not (kind == MESSAGE_AWARENESS or (kind == MESSAGE_SYNC and data[1] in (SYNC_STEP2, SYNC_UPDATE))):
+            return False
+        if self._closing:
+            return True  # closing: nothing more is applied
+        received_at = time.perf_counter()
+        session = self.session
+        if session.accept_message(len(data)):
+            try:
+                handle_message(room, self, data, received_at)
+            except (ProtocolError, InvalidUpdate) as exc:
+                session.rejected(exc, "message")
+            except Exception:
+                # Raised here it would reach aiohttp's parser, not this connection's task.
+                logger.exception("y-websocket message from %s failed", self.document)
+                session.fail("internal", "internal error", WSCloseCode.INTERNAL_ERROR)
+        return True
 
     def close_soon(self, reason: str, code: int = WSCloseCode.GOING_AWAY) -> None:
         if self._closing:
@@ -229,7 +317,7 @@ async def handle_ywebsocket(request: web.Request) -> web.StreamResponse:
     if transport is None:
         raise web.HTTPBadRequest(text="connection already closed\n")
 
-    ws = LimitedWebSocketResponse(
+    ws = YWebsocketResponse(
         too_big_code=CLOSE_MESSAGE_TOO_BIG,  # final: the same upload would fail again
         compress=False,  # never permessage-deflate: see YWebsocketPeer.send_broadcast
         max_msg_size=services.settings.max_message_bytes,
@@ -255,7 +343,11 @@ async def handle_ywebsocket(request: web.Request) -> web.StreamResponse:
         snapshot = room.awareness_snapshot()
         if snapshot is not None:
             await _send(ws, awareness_message(snapshot))
+        if ws.direct_queue is not None:
+            ws.direct_queue.on_binary = lambda data: peer.receive_directly(room, data)
         async for msg in ws:
+            if peer.closing:
+                break  # closed from the direct path (a rejected message, the rate limit)
             if msg.type == WSMsgType.BINARY:
                 received_at = time.perf_counter()
                 data: bytes = msg.data
@@ -284,6 +376,8 @@ async def handle_ywebsocket(request: web.Request) -> web.StreamResponse:
                 session.transport_failed(msg.data)
                 break
     finally:
+        if ws.direct_queue is not None:
+            ws.direct_queue.on_binary = None  # no message reaches a session that left
         session.leave()
         for task in list(peer.tasks):
             task.cancel()
