@@ -535,6 +535,7 @@ class RoomRegistry:
             self.streams.on_updates = self.apply_from_stream
             self.streams.on_awareness = self.apply_awareness_from_stream
             self.streams.on_store_health = self._store_health
+            self.streams.on_lost = self.append_again
             for coro, what in (
                 (self._expire_presence(), "presence-expiry"),
                 (self._probe_store(), "store-probe"),
@@ -855,6 +856,18 @@ class RoomRegistry:
             except InvalidUpdate as exc:
                 self.metrics.errors.labels("stream_update").inc()
                 log_event(logger, logging.ERROR, "stream_update_invalid", "%s: %s", name, exc, document=name)
+
+    def append_again(self, names: list[str]) -> None:
+        """Queue the whole state of each loaded room of ``names`` for its stream (Redis lost entries).
+
+        Other replicas apply it as any update: what they have already changes nothing.
+        """
+        for name in names:
+            room = self.rooms.get(name)
+            if room is None or room.rebuilding is not None:
+                continue  # unloaded (stored already) or being rebuilt from store + pending
+            room.pending.append(room.doc.get_update())
+            self._queued(room)
 
     def apply_awareness_from_stream(self, name: str, update: bytes) -> None:
         """Apply a presence change of another replica's client to ``name`` and relay it locally."""

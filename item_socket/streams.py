@@ -23,6 +23,11 @@ https://redis.io/docs/latest/develop/data-types/streams/):
 - Presence (awareness) travels on ``item_socket:{<name>}:a``, capped (MAXLEN ~) and expiring
   after twice the awareness timeout without a change; states of clients on another replica expire
   after ``awareness_timeout`` without renewal, so a replica that dies takes its users' cursors.
+- Redis may come back from a restart without (all of) its data (no AOF, a lost fsync window, a
+  failover to a lagging replica). On reconnecting, a replica compares Redis' ``run_id``; if Redis
+  restarted, every open document whose stream no longer reaches what this replica read or
+  appended gets its whole state appended again, and a fencing counter found behind the store's
+  fence is raised past it (otherwise every later compaction would be refused as stale).
 - Redis must not evict the update streams: ``start`` refuses a ``maxmemory-policy`` of ``allkeys-*``
   (y-redis' deployment guide warns that it silently loses unsaved updates).
 """
@@ -71,6 +76,20 @@ TRIMMED_FIELD = b"t"
 CATCH_UP_ATTEMPTS = 600
 EVICTING_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 
+# Raises the fencing counter to at least ARGV[1], then takes the next token (one key: cluster-safe).
+_RAISE_FENCE = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return redis.call('INCR', KEYS[1])
+"""
+# Moves the lock from our token ARGV[1] to ARGV[2] (lifetime ARGV[3] ms) if we still hold it.
+_RENEW_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
 # Deletes the lock only if it still holds our token (no one else's lock is ever released).
 _RELEASE_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -168,6 +187,13 @@ class DocumentStreams:
         self.on_awareness: Callable[[str, bytes], None] = lambda name, update: None
         # Called when the shared store fails (readiness) and when it answers again.
         self.on_store_health: Callable[[bool], None] = lambda healthy: None
+        # Called with the open documents whose recent entries a restarted Redis lost.
+        self.on_lost: Callable[[list[str]], None] = lambda names: None
+        self._run_id: str | None = None
+        # Last entry this replica appended per followed document (see _after_reconnect).
+        self._appended_at: dict[str, str] = {}
+        # _last_known_entries() when the follower last lost Redis (checked by _after_reconnect).
+        self._known: dict[str, str] = {}
         self._redis: Redis | None = None
         self._reader: Redis | None = None
         # Follow positions: document name -> last entry ID applied (updates and presence).
@@ -189,6 +215,8 @@ class DocumentStreams:
         self._awareness_wanted = asyncio.Event()
         self._awareness_sender: asyncio.Task[None] | None = None
         self._release_lock: Any = None
+        self._raise_fence: Any = None
+        self._renew_lock: Any = None
         self._compaction_slots = asyncio.Semaphore(COMPACTION_CONCURRENCY)
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -237,6 +265,10 @@ class DocumentStreams:
                 "CONFIG SET maxmemory-policy noeviction); volatile-* policies are also safe."
             )
         self._release_lock = self._redis.register_script(_RELEASE_LOCK)
+        self._raise_fence = self._redis.register_script(_RAISE_FENCE)
+        self._renew_lock = self._redis.register_script(_RENEW_LOCK)
+        with contextlib.suppress(RedisError, OSError):
+            self._run_id = str((await self._redis.info("server")).get("run_id"))
         self.healthy = True
         self._follower = asyncio.create_task(self._follow(), name="item-socket-follow")
         self._awareness_sender = asyncio.create_task(self._send_awareness(), name="item-socket-presence")
@@ -335,16 +367,21 @@ class DocumentStreams:
             return
         started = time.perf_counter()
         names = [name for name, parts in updates.items() if parts]
+        appended: list[str] = []  # the document of each XADD, in order
         try:
             async with self._commands().pipeline(transaction=False) as pipe:
                 for name in names:
                     key = updates_key(name)
                     for part in coalesce(name, list(updates[name])):
                         pipe.xadd(key, {UPDATE_FIELD: part, REPLICA_FIELD: self.replica_id})
-                await pipe.execute()
+                        appended.append(name)
+                entry_ids = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise self._failed(f"append to {len(names)} streams", exc) from exc
         self._succeeded(started)
+        for name, entry_id in zip(appended, entry_ids, strict=True):
+            if name in self._updates_at:
+                self._appended_at[name] = entry_id.decode()
 
     def opened(self, name: str) -> None:
         """Start following ``name`` from where its last ``load`` ended (call once its room exists)."""
@@ -357,6 +394,7 @@ class DocumentStreams:
     def closed(self, name: str) -> None:
         """Stop following ``name`` (its room unloaded) and compact what its stream still holds."""
         self._updates_at.pop(name, None)
+        self._appended_at.pop(name, None)
         self._awareness_at.pop(name, None)
         self._entries_since_compaction.pop(name, None)
         self._loaded_at.pop(name, None)
@@ -398,10 +436,14 @@ class DocumentStreams:
                 result = await reader.xread(streams, count=FOLLOW_BATCH, block=FOLLOW_BLOCK_MS)
             except (RedisError, OSError) as exc:
                 self._failed("follow", exc)
+                if not failures:
+                    self._known = self._last_known_entries()
                 failures += 1
                 # Bounded backoff while Redis is away; the positions keep everything to replay.
                 await asyncio.sleep(min(0.05 * 2**failures, 2.0))
                 continue
+            if failures:
+                self._spawn(self._after_reconnect(), "reconnected")
             failures = 0
             if not self.healthy:
                 self.healthy = True
@@ -446,6 +488,59 @@ class DocumentStreams:
             for _entry_id, fields in entries:
                 if fields.get(REPLICA_FIELD) != mine:
                     self.on_awareness(name, fields[b"a"])
+
+    def _last_known_entries(self) -> dict[str, str]:
+        """Per followed document, the newest entry this replica read or appended (none: left out).
+
+        Taken when the connection to Redis is lost, before any append can reach a restarted Redis.
+        """
+        known = {
+            name: _later(position, self._appended_at.get(name, ZERO_POSITION))
+            for name, position in self._updates_at.items()
+        }
+        return {name: entry for name, entry in known.items() if entry != ZERO_POSITION}
+
+    async def _after_reconnect(self) -> None:
+        """After a lost connection: if Redis restarted, find the open documents whose streams lost
+        entries this replica read or appended, and have their whole state appended again.
+
+        A document lost entries when the last one this replica knew of is neither in the stream
+        nor covered by the stored snapshot (a restart loses a suffix, so if that entry is there,
+        so is everything before it). Best effort: a failure leaves the next reconnect to try again.
+        """
+        try:
+            run_id = str((await self._commands().info("server")).get("run_id"))
+            if run_id == self._run_id:
+                return
+            known = {name: entry for name, entry in self._known.items() if name in self._updates_at}
+            async with self._commands().pipeline(transaction=False) as pipe:
+                for name, entry in known.items():
+                    pipe.xrange(updates_key(name), entry, entry, count=1)
+                found = await pipe.execute()
+        except (RedisError, OSError, StoreError):
+            return
+        self._run_id = run_id
+        lost = []
+        for (name, entry), present in zip(known.items(), found, strict=True):
+            if present:
+                continue
+            try:
+                covered = not _before((await self.store.load_snapshot(name)).position, entry)
+            except StoreError:
+                covered = False  # cannot tell: appending again is harmless
+            if not covered:
+                lost.append(name)
+        log_event(
+            logger,
+            logging.WARNING if lost else logging.INFO,
+            "redis_restarted",
+            "Redis restarted; %d of %d open documents lost stream entries and are appended again",
+            len(lost),
+            len(self._updates_at),
+            lost=len(lost),
+        )
+        if lost:
+            self.on_lost(lost)
 
     def _catch_up_soon(self, name: str) -> None:
         """Reload ``name``'s snapshot in the background: the follower missed trimmed entries."""
@@ -572,7 +667,7 @@ class DocumentStreams:
             return "failed"
         outcome = "failed"
         try:
-            outcome = await self._compact_under_lock(redis, name, token)
+            outcome, token = await self._compact_under_lock(redis, name, token)
             return outcome
         finally:
             with contextlib.suppress(RedisError, OSError):
@@ -580,13 +675,42 @@ class DocumentStreams:
             if outcome != "empty":
                 self.metrics.compactions.labels(outcome).inc()
 
-    async def _compact_under_lock(self, redis: Redis, name: str, token: int) -> str:
+    async def _raised_token(self, redis: Redis, name: str, token: int, stored: int) -> int | None:
+        """A token newer than the stored snapshot's ``stored`` fence when Redis' counter fell behind it.
+
+        That happens only when Redis lost its data: a newer compaction raises the counter itself.
+        Returns ``token`` when the counter is not behind (the stored snapshot is genuinely newer:
+        ours will be fenced), the new token (the lock moved to it), or None if the lock was lost.
+        """
+        if int(await redis.get(FENCE_KEY) or 0) >= stored:
+            return token
+        raised = int(await self._raise_fence(keys=[FENCE_KEY], args=[stored]))
+        if not await self._renew_lock(keys=[_lock_key(name)], args=[token, raised, COMPACTION_LOCK_MS]):
+            return None
+        log_event(
+            logger,
+            logging.WARNING,
+            "fence_raised",
+            "Redis' fencing counter was behind the store's fence %d (Redis lost its data?): now %d",
+            stored,
+            raised,
+            document=name,
+        )
+        return raised
+
+    async def _compact_under_lock(self, redis: Redis, name: str, token: int) -> tuple[str, int]:
+        """Compact ``name`` holding its lock with ``token``; returns (outcome, the token now held)."""
         started = time.perf_counter()
         try:
             entries = await redis.xrange(updates_key(name), "-", "+", count=COMPACTION_BATCH)
             if not any(UPDATE_FIELD in fields for _, fields in entries):
-                return "empty"  # nothing, or only the notice of the last trim
+                return "empty", token  # nothing, or only the notice of the last trim
             snapshot = await self.store.load_snapshot(name)
+            if snapshot.fence >= token:
+                raised = await self._raised_token(redis, name, token, snapshot.fence)
+                if raised is None:
+                    return "busy", token
+                token = raised
             covered = stream_position(snapshot.position)
             last = entries[-1][0].decode()
             parts = [snapshot.data]
@@ -602,7 +726,7 @@ class DocumentStreams:
             saved = await self.store.save_snapshot(name, covering)
             if not saved:
                 self.metrics.compaction_overlaps.inc()
-                return "fenced"
+                return "fenced", token
             # Only now that a durable snapshot covers them may the entries leave the stream; the
             # notice tells followers that lagged behind to reload that snapshot.
             bound = _after(last)
@@ -622,12 +746,12 @@ class DocumentStreams:
                 exc,
                 document=name,
             )
-            return "failed"
+            return "failed", token
         except Exception as exc:  # a Yjs decoder error: keep the stream, the updates are safe there
             log_event(
                 logger, logging.ERROR, "compaction_failed", "cannot merge %r: %r", name, exc, document=name
             )
-            return "failed"
+            return "failed", token
         self.on_store_health(True)
         self.metrics.store_seconds.labels("compact").observe(time.perf_counter() - started)
         log_event(
@@ -640,4 +764,4 @@ class DocumentStreams:
             len(merged),
             document=name,
         )
-        return "compacted"
+        return "compacted", token

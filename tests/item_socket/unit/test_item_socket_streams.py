@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 from pycrdt import Doc, Map, Text
+from redis import Redis as SyncRedis
 
 from item_socket.metrics import Metrics
 from item_socket.rooms import RoomRegistry
 from item_socket.store import Snapshot, StoreError
 from item_socket.store_postgres import PostgresStore
-from item_socket.streams import DocumentStreams, ScaleOutError, updates_key
+from item_socket.streams import FENCE_KEY, DocumentStreams, ScaleOutError, updates_key
 from tests.servers import PostgresServer, RedisServer
 
 from .support import wait_until
@@ -134,21 +135,109 @@ async def test_one_compaction_at_a_time_and_the_stream_trimmed_only_after_the_sn
             await r.stop()
 
 
+class OvertakingStore(PostgresStore):
+    """Before each snapshot read, another replica's newer compaction (a later token) saves first."""
+
+    redis: RedisServer
+
+    async def load_snapshot(self, name: str) -> Snapshot:
+        newer = int(self.redis.cli("INCR", FENCE_KEY))
+        assert await super().save_snapshot(name, Snapshot(b"", "0-0", newer))
+        return await super().load_snapshot(name)
+
+
 async def test_a_fenced_compaction_leaves_the_stream_alone(
-    redis_server: RedisServer, store: PostgresStore
+    redis_server: RedisServer, postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
     name = f"fenced-{uuid.uuid4().hex}"
+    password = tmp_path / "pg-password"
+    password.write_text(postgres_server.password)
+    store = OvertakingStore(postgres_server.url_without_password, password_file=password)
+    store.redis = redis_server
+    await store.start()
     streams = replica(redis_server, store)
     await streams.start()
     try:
         await streams.append_many({name: [text_update(Doc(), "kept")]})
-        # A newer compaction (larger token) already wrote: this replica's token is stale.
-        assert await store.save_snapshot(name, Snapshot(b"", "0-0", 10**9))
+        # A newer compaction (larger token) wrote after this one took its token: ours is stale.
         assert await streams.compact(name) == "fenced"
         assert streams.metrics.compaction_overlaps._value.get() == 1
         assert int(redis_server.cli("XLEN", updates_key(name))) == 1, "trimmed without a covering snapshot"
     finally:
         await streams.stop()
+        await store.stop()
+
+
+async def test_a_fencing_counter_redis_lost_is_raised_past_the_stores_fence(
+    redis_server: RedisServer, store: PostgresStore
+) -> None:
+    """Redis restarted without its data: INCR starts again at 1, below every stored fence."""
+    name = f"fence-lost-{uuid.uuid4().hex}"
+    stored = int(redis_server.cli("INCRBY", FENCE_KEY, "1000"))
+    source: Doc = Doc()
+    assert await store.save_snapshot(name, Snapshot(text_update(source, "before,"), "0-0", stored))
+    redis_server.cli("DEL", FENCE_KEY)  # what a restart without data leaves
+    streams = replica(redis_server, store)
+    await streams.start()
+    try:
+        await streams.append_many({name: [text_update(source, "after")]})
+        assert await streams.compact(name) == "compacted"
+        assert int(redis_server.cli("GET", FENCE_KEY)) > stored
+        snapshot = await store.load_snapshot(name)
+        assert snapshot.fence > stored
+        assert text_of([snapshot.data]) == "before,after"
+        assert streams.metrics.compaction_overlaps._value.get() == 0
+        # The next compaction takes a token above the stored fence at once.
+        await streams.append_many({name: [text_update(source, "!")]})
+        assert await streams.compact(name) == "compacted"
+    finally:
+        await streams.stop()
+
+
+async def test_what_a_restarted_redis_lost_is_appended_again(tmp_path: Path, store: PostgresStore) -> None:
+    redis = RedisServer(tmp_path / "redis").start()
+    streams = replica(redis, store)
+    await streams.start()
+    registry = RoomRegistry(store, streams.metrics, flush_interval=0.05, unload_grace=5, streams=streams)
+    await registry.start()
+    name, kept = f"lost-{uuid.uuid4().hex}", f"kept-{uuid.uuid4().hex}"
+    reader = replica(redis, store)
+    try:
+        room = await registry.acquire(name)
+        source: Doc = Doc()
+        for i in range(5):
+            room.apply_update(text_update(source, f"{i},"), 0.0)
+        await wait_until(lambda: registry.backlog() == 0, what="appended")
+        idle = await registry.acquire(kept)  # open, nothing written: nothing to append again
+        redis.stop()
+        for path in redis.directory.iterdir():  # Redis comes back without its data
+            if path.is_dir():
+                for inner in path.iterdir():
+                    inner.unlink()
+            elif path.name != "redis.log":
+                path.unlink()
+        redis.start()
+        # A new edit reaches the new Redis too: the stream is not empty, yet it lost the first five.
+        room.apply_update(text_update(source, "5,"), 0.0)
+        stream = SyncRedis.from_url(redis.url)
+
+        def streamed() -> str:
+            return text_of([f[b"u"] for _, f in stream.xrange(updates_key(name)) if b"u" in f])
+
+        try:
+            await wait_until(lambda: streamed() == "0,1,2,3,4,5,", seconds=15, what="lost updates appended")
+        finally:
+            stream.close()
+        await reader.start()
+        assert text_of(await reader.load(name)) == "0,1,2,3,4,5,"
+        assert int(redis.cli("EXISTS", updates_key(kept))) == 0
+        registry.release(room)
+        registry.release(idle)
+    finally:
+        await registry.stop()
+        await streams.stop()
+        await reader.stop()
+        redis.stop()
 
 
 async def test_updates_reach_the_other_replica_and_are_not_echoed(
