@@ -31,4 +31,4 @@ upgrade:  # every Python dependency to its newest allowed version; then `make te
 
 # The published benchmark (about 15 min on 2 cores): writes docs/benchmarks.md and its plot.
 bench: deps
-	.venv/bin/python -m benchmarks.run --all
+	.venv/bin/python -m benchmarks.run --all --redis

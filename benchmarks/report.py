@@ -328,7 +328,7 @@ def _generated(results: dict[str, Any], table_text: str, plot_path: Path) -> str
         "Regenerate everything on this page (tables, plot, `benchmarks/results.json`):",
         "",
         "```sh",
-        "make bench                                   # = .venv/bin/python -m benchmarks.run --all",
+        "make bench                                   # = .venv/bin/python -m benchmarks.run --all --redis",
         ".venv/bin/python -m benchmarks.run --all --quick   # small loads, a few minutes",
         "```",
         "",
