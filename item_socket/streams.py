@@ -71,6 +71,8 @@ COMPACTION_BATCH = 100_000
 # (entries before this ID were trimmed; see the module docstring).
 UPDATE_FIELD = b"u"
 REPLICA_FIELD = b"r"
+# How many updates a merged entry holds (absent: 1); --compact-after counts updates, not entries.
+COUNT_FIELD = b"n"
 TRIMMED_FIELD = b"t"
 # Attempts (backoff up to 2 s each) to reload a snapshot after a gap while the store fails.
 CATCH_UP_ATTEMPTS = 600
@@ -129,6 +131,11 @@ def _after(entry_id: str) -> str:
     """The smallest stream ID greater than ``entry_id`` (for XTRIM MINID: keep what follows it)."""
     ms, seq = stream_position(entry_id)
     return f"{ms}-{seq + 1}"
+
+
+def _updates_in(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+    """The number of updates stream ``entries`` hold (a merged entry counts what it merged)."""
+    return sum(int(fields.get(COUNT_FIELD, 1)) for _, fields in entries if UPDATE_FIELD in fields)
 
 
 def _before(a: str, b: str) -> bool:
@@ -201,8 +208,8 @@ class DocumentStreams:
         self._awareness_at: dict[str, str] = {}
         # Where the last load of a document ended, until ``opened`` starts following from there.
         self._loaded_at: dict[str, str] = {}
-        # Entries seen per followed document since this replica last asked for a compaction.
-        self._entries_since_compaction: dict[str, int] = {}
+        # Updates seen per followed document since this replica last asked for a compaction.
+        self._updates_since_compaction: dict[str, int] = {}
         self._wake_key = f"{KEY_PREFIX}:replica:{self.replica_id.decode()}:wake"
         self._wake_at = ZERO_POSITION
         self._follower: asyncio.Task[None] | None = None
@@ -353,7 +360,7 @@ class DocumentStreams:
             if update is not None and stream_position(entry) > covered:
                 updates.append(update)
         self._loaded_at[name] = position
-        if len(entries) >= self.compact_after:
+        if _updates_in(entries) >= self.compact_after:
             self.compact_soon(name)
         return updates
 
@@ -372,8 +379,13 @@ class DocumentStreams:
             async with self._commands().pipeline(transaction=False) as pipe:
                 for name in names:
                     key = updates_key(name)
-                    for part in coalesce(name, list(updates[name])):
-                        pipe.xadd(key, {UPDATE_FIELD: part, REPLICA_FIELD: self.replica_id})
+                    originals = list(updates[name])
+                    parts = coalesce(name, originals)
+                    for part in parts:
+                        fields = {UPDATE_FIELD: part, REPLICA_FIELD: self.replica_id}
+                        if len(parts) == 1 and len(originals) > 1:
+                            fields[COUNT_FIELD] = str(len(originals)).encode()
+                        pipe.xadd(key, fields)
                         appended.append(name)
                 entry_ids = await pipe.execute()
         except (RedisError, OSError) as exc:
@@ -396,7 +408,7 @@ class DocumentStreams:
         self._updates_at.pop(name, None)
         self._appended_at.pop(name, None)
         self._awareness_at.pop(name, None)
-        self._entries_since_compaction.pop(name, None)
+        self._updates_since_compaction.pop(name, None)
         self._loaded_at.pop(name, None)
         self.metrics.documents_followed.set(len(self._updates_at))
         self.compact_soon(name)
@@ -464,12 +476,12 @@ class DocumentStreams:
         read_until, positions[name] = positions[name], last
         mine = self.replica_id
         if kind == "u":
-            # Every entry comes by here, ours too: count them to compact without asking XLEN.
-            since = self._entries_since_compaction.get(name, 0) + len(entries)
+            # Every entry comes by here, ours too: count their updates to compact without asking.
+            since = self._updates_since_compaction.get(name, 0) + _updates_in(entries)
             if since >= self.compact_after:
                 since = 0
                 self.compact_soon(name)
-            self._entries_since_compaction[name] = since
+            self._updates_since_compaction[name] = since
             updates = []
             for entry_id, fields in entries:
                 update = fields.get(UPDATE_FIELD)

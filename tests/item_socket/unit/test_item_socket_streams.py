@@ -270,6 +270,36 @@ async def test_updates_reach_the_other_replica_and_are_not_echoed(
             await registry.streams.stop()
 
 
+async def test_compact_after_counts_updates_not_merged_entries(
+    redis_server: RedisServer, store: PostgresStore
+) -> None:
+    name = f"merged-{uuid.uuid4().hex}"
+    streams = replica(redis_server, store, compact_after=50)
+    await streams.start()
+    registry = RoomRegistry(store, streams.metrics, flush_interval=0.5, unload_grace=5, streams=streams)
+    await registry.start()
+    try:
+        room = await registry.acquire(name)  # followed: this replica counts what reaches the stream
+        source: Doc = Doc()
+        await streams.append_many({name: [text_update(source, f"{i},") for i in range(60)]})
+        assert int(redis_server.cli("XLEN", updates_key(name))) <= 2  # merged: one entry (+ notice)
+
+        async def compacted() -> bool:
+            data = (await store.load_snapshot(name)).data
+            return bool(data) and text_of([data]) == "".join(f"{i}," for i in range(60))
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await compacted():
+            assert asyncio.get_running_loop().time() < deadline, (
+                "60 merged updates did not trigger compaction"
+            )
+            await asyncio.sleep(0.02)
+        registry.release(room)
+    finally:
+        await registry.stop()
+        await streams.stop()
+
+
 async def test_edits_are_held_while_redis_is_away_and_sent_when_it_returns(
     tmp_path: Path, store: PostgresStore
 ) -> None:
