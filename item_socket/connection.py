@@ -21,7 +21,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import WSCloseCode, web
+from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
+from aiohttp.helpers import DEFAULT_CHUNK_SIZE
 from aiohttp.http import WebSocketError
 
 from .auth import Access, Authorizer, Unauthorized
@@ -78,6 +81,36 @@ def transport_error_kind(error: object) -> str:
     return "transport"
 
 
+# aiohttp versions whose WebSocketResponse._post_start LimitedWebSocketResponse reproduces to read
+# directly (see DirectQueue). On any other version every message is read through aiohttp's public
+# ``receive`` only (same behaviour, slower).
+DIRECT_READING_AIOHTTP = ("3.14.",)
+
+
+class DirectQueue(WebSocketDataQueue):
+    """aiohttp's WebSocket message queue, which first offers each parsed message to ``on_message``.
+
+    aiohttp queues every parsed message for the connection's task, which wakes once per message:
+    a future, a task step and a WSMessage per update, about a tenth of a delivery's CPU
+    (docs/benchmarks.md). The protocol handlers take the messages that arrive by the thousand
+    (updates, awareness changes) right here, as the parser produces them. ``on_message(message,
+    size)`` gets aiohttp's ``WSMessage`` (type, data, extra) and returns False to leave it to the
+    task; while the task still has queued messages, nothing is offered (order is kept).
+    ``on_message`` runs inside aiohttp's parser: it must not raise.
+    """
+
+    on_message: Callable[[Any, int], bool] | None = None
+
+    def feed_data(self, data: Any, size: int) -> None:
+        on_message = self.on_message
+        if on_message is None or self._buffer or not on_message(data, size):
+            super().feed_data(data, size)
+
+    def queue_for_task(self, message: Any, size: int) -> None:
+        """Queue ``message`` for the task as the parser would (one ``on_message`` held back)."""
+        super().feed_data(message, size)
+
+
 class LimitedWebSocketResponse(web.WebSocketResponse):
     """aiohttp's WebSocketResponse that tells a client whose message exceeds the limit not to return.
 
@@ -85,7 +118,12 @@ class LimitedWebSocketResponse(web.WebSocketResponse):
     reconnected and re-uploaded the same oversized document several times a second. Here that
     close first awaits ``on_too_big`` (Socket.IO: the namespace DISCONNECT after which
     socket.io-client stays away) and uses ``too_big_code`` (y-websocket: a 4400-4499 code).
+
+    ``direct_queue`` is the connection's ``DirectQueue`` once prepared, on the aiohttp versions of
+    ``DIRECT_READING_AIOHTTP`` (it reaches into aiohttp's ``_post_start``); None on others.
     """
+
+    direct_queue: DirectQueue | None = None
 
     def __init__(
         self,
@@ -98,6 +136,23 @@ class LimitedWebSocketResponse(web.WebSocketResponse):
         self._too_big_code = too_big_code
         self._on_too_big = on_too_big
         self._told_too_big = False
+
+    def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
+        if not aiohttp.__version__.startswith(DIRECT_READING_AIOHTTP):
+            super()._post_start(request, protocol, writer)
+            return
+        # aiohttp 3.14's _post_start, with our queue in place of WebSocketDataQueue.
+        self._ws_protocol = protocol
+        self._writer = writer
+        self._reset_heartbeat()
+        assert self._loop is not None
+        self._reader = self.direct_queue = DirectQueue(request._protocol, DEFAULT_CHUNK_SIZE, loop=self._loop)
+        self._parser = WebSocketReader(
+            self._reader, self._max_msg_size, compress=bool(self._compress), decode_text=self._decode_text
+        )
+        callback = None if self._heartbeat is None else self._on_data_received
+        request.protocol.set_parser(self._parser, data_received_cb=callback)
+        request.protocol.keep_alive(False)
 
     async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
         """Close; a close for an oversized message (1009, from aiohttp's reader) says it is final."""

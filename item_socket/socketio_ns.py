@@ -111,6 +111,8 @@ class WebSocketDriver(EngineIOWebSocket):
         super().__init__(handler, server)
         self._context = context
         self._held: bytes | str | None = None
+        # A binary event's header read directly, waiting for its attachment: (message, size, target).
+        self._header: tuple[Any, int, tuple[str, str, str, YjsNamespace]] | None = None
 
     async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
         request: web.Request = environ["aiohttp.request"]
@@ -127,9 +129,14 @@ class WebSocketDriver(EngineIOWebSocket):
         websockets = self._context.websockets
         entry = (self._sock, request.transport)
         websockets.by_eio_sid[eio_sid] = entry
+        direct = self._sock.direct_queue if websockets.fast_paths else None
+        if direct is not None:
+            direct.on_message = self._on_message
         try:
             await self.handler(self)
         finally:
+            if direct is not None:
+                direct.on_message = None  # no event reaches a session that ended
             if websockets.by_eio_sid.get(eio_sid) is entry:
                 del websockets.by_eio_sid[eio_sid]
             if not eio_socket.closed and not eio_socket.closing:
@@ -210,6 +217,38 @@ class WebSocketDriver(EngineIOWebSocket):
             except Exception:
                 # As python-engineio does for a failing handler: log, keep the connection.
                 self.server.logger.exception("Unknown receive error")
+
+    def _on_message(self, message: Any, size: int) -> bool:
+        """``DirectQueue.on_message``: take a client's binary Yjs event as aiohttp parses it.
+
+        The sibling of ``wait``'s fast path without the task wake-ups: a ``sync-update`` or
+        ``awareness-update`` header (text) is held until the next message; if that is its binary
+        attachment, the event goes to ``YjsNamespace.receive_directly`` here, in the parser's
+        call. Otherwise the header is queued first and the message after it, in order, for
+        python-engineio's loop (and ``wait``). Never raises into aiohttp's parser.
+        """
+        held = self._header
+        if held is not None:
+            self._header = None
+            if message[0] is WSMsgType.BINARY:
+                event, namespace, sid, handler = held[2]
+                try:
+                    if handler.receive_directly(event, namespace, sid, message[1]):
+                        return True
+                except Exception:
+                    # As python-engineio does for a failing handler: log, keep the connection.
+                    self.server.logger.exception("Unknown receive error")
+                    return True
+            if self._sock.direct_queue is not None:
+                self._sock.direct_queue.queue_for_task(held[0], held[1])
+            return False
+        if message[0] is not WSMsgType.TEXT or not message[1].startswith(_BINARY_EVENT_HEADER):
+            return False
+        target = self._fast_event_target(message[1])
+        if target is None:
+            return False
+        self._header = (message, size, target)
+        return True
 
     def _fast_event_target(self, header: str) -> tuple[str, str, str, YjsNamespace] | None:
         """(event, namespace, sid, handler) if ``header`` starts a binary event we handle here."""
@@ -314,9 +353,8 @@ _MAX_QUEUED_PACKETS = 10_000
 # An Engine.IO MESSAGE holding a Socket.IO BINARY_EVENT with one attachment, in a namespace.
 _BINARY_EVENT_HEADER = "451-"
 # The rest of the header after "<namespace>," as socket.io-client writes it (no ack id).
-_FAST_EVENT_ARGUMENTS = {
-    f'["{event}",{{"_placeholder":true,"num":0}}]': event for event in ("sync-update", "awareness-update")
-}
+_FAST_EVENTS = ("sync-update", "awareness-update")
+_FAST_EVENT_ARGUMENTS = {f'["{event}",{{"_placeholder":true,"num":0}}]': event for event in _FAST_EVENTS}
 
 
 def _attachment_packet(message: Broadcast) -> eio_packet.Packet:
@@ -565,6 +603,9 @@ class YjsNamespace(socketio.AsyncNamespace):
         # The rebuild check is inline (no coroutine per message): this runs for every update.
         if peer.room.rebuilding is not None and not await session.usable():
             return None  # the room closes this connection with its reason
+        if event in _FAST_EVENTS:
+            self._apply(peer, event, data, received_at)
+            return None
         try:
             if event == "sync-step-1":
                 diff = peer.room.diff_since(_one_binary(event, data))
@@ -575,14 +616,6 @@ class YjsNamespace(socketio.AsyncNamespace):
                     peer.send_in_parts(parts[1:])
                 session.count_out(1, len(diff))
                 return diff
-            if event == "sync-update":
-                update = _one_binary(event, data)
-                if peer.can_write:
-                    peer.room.apply_update(update, received_at, peer)
-                return None
-            if event == "awareness-update":
-                peer.room.apply_awareness(_one_binary(event, data), peer)
-                return None
         except InvalidUpdate as exc:
             session.rejected(exc, event)
             return None
@@ -597,6 +630,35 @@ class YjsNamespace(socketio.AsyncNamespace):
             document=peer.room.name,
         )
         return None
+
+    def receive_directly(self, event: str, namespace: str, sid: str, attachment: bytes) -> bool:
+        """Handle a ``sync-update``/``awareness-update`` as it is parsed (see ``WebSocketDriver``).
+
+        Returns False, leaving the event to python-engineio's loop, while the document is rebuilt
+        (that waits). Does what ``trigger_event`` does for the event, errors included.
+        """
+        peer = self.peers.get((namespace, sid))
+        if peer is None:
+            return True  # the client left its document: as trigger_event, nothing to do
+        if peer.room.rebuilding is not None:
+            return False
+        received_at = time.perf_counter()
+        if peer.session.accept_message(len(attachment)):
+            self._apply(peer, event, [attachment], received_at)
+        return True
+
+    @staticmethod
+    def _apply(peer: SocketIOPeer, event: str, data: list[Any], received_at: float) -> None:
+        """Apply a client's ``sync-update`` or ``awareness-update`` (one binary argument)."""
+        try:
+            if event == "sync-update":
+                update = _one_binary(event, data)
+                if peer.can_write:
+                    peer.room.apply_update(update, received_at, peer)
+            else:
+                peer.room.apply_awareness(_one_binary(event, data), peer)
+        except InvalidUpdate as exc:
+            peer.session.rejected(exc, event)
 
     async def on_connect(self, namespace: str, sid: str, environ: dict[str, Any], auth: Any) -> bool:
         """Admit (or refuse with ConnectionRefusedError) a client joining ``/yjs|<document>``."""

@@ -6,13 +6,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
-from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
-from aiohttp.helpers import DEFAULT_CHUNK_SIZE
 
 from .connection import (
     SYNC_PART_BYTES,
@@ -78,59 +74,6 @@ def _extended_length(length: int) -> bytes:
     if length < 65536:
         return bytes((126,)) + length.to_bytes(2, "big")
     return bytes((127,)) + length.to_bytes(8, "big")
-
-
-# aiohttp versions whose WebSocketResponse._post_start the direct reading below reproduces. On any
-# other version /ws reads through aiohttp's public ``async for`` only (same behaviour, slower).
-_DIRECT_READING_AIOHTTP = ("3.14.",)
-
-
-class _DirectQueue(WebSocketDataQueue):
-    """aiohttp's WebSocket message queue, which first offers each binary message to ``on_binary``.
-
-    aiohttp queues every parsed message for the handler task, which ``async for`` wakes once per
-    message: a future, a task step and a WSMessage per update, about a tenth of a delivery's CPU
-    (docs/benchmarks.md). Updates and awareness changes, the messages that arrive by the thousand,
-    are handled right here as the parser produces them; anything else, or a message while the
-    task still has queued ones (order), goes to the queue as before. ``on_binary`` returns False
-    for a message it leaves to the task.
-    """
-
-    on_binary: Callable[[bytes], bool] | None = None
-
-    def feed_data(self, data: Any, size: int) -> None:
-        on_binary = self.on_binary
-        if on_binary is None or data[0] is not WSMsgType.BINARY or self._buffer or not on_binary(data[1]):
-            super().feed_data(data, size)
-
-
-class YWebsocketResponse(LimitedWebSocketResponse):
-    """The WebSocket of a y-websocket connection: ``direct_queue`` takes the hot messages directly.
-
-    Reaches into aiohttp's internals (``_post_start``): verified on the versions of
-    ``_DIRECT_READING_AIOHTTP``; on others ``direct_queue`` stays None and all reading is public.
-    """
-
-    direct_queue: _DirectQueue | None = None
-
-    def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
-        if not aiohttp.__version__.startswith(_DIRECT_READING_AIOHTTP):
-            super()._post_start(request, protocol, writer)
-            return
-        # aiohttp 3.14's _post_start, with our queue in place of WebSocketDataQueue.
-        self._ws_protocol = protocol
-        self._writer = writer
-        self._reset_heartbeat()
-        assert self._loop is not None
-        self._reader = self.direct_queue = _DirectQueue(
-            request._protocol, DEFAULT_CHUNK_SIZE, loop=self._loop
-        )
-        self._parser = WebSocketReader(
-            self._reader, self._max_msg_size, compress=bool(self._compress), decode_text=self._decode_text
-        )
-        callback = None if self._heartbeat is None else self._on_data_received
-        request.protocol.set_parser(self._parser, data_received_cb=callback)
-        request.protocol.keep_alive(False)
 
 
 class YWebsocketPeer(Peer):
@@ -213,7 +156,7 @@ class YWebsocketPeer(Peer):
             self.session.count_out(1, len(message))
 
     def receive_directly(self, room: Room, data: bytes) -> bool:
-        """Handle an update or awareness message as it is parsed (see ``_DirectQueue``).
+        """Handle an update or awareness message as it is parsed (see ``connection.DirectQueue``).
 
         Returns False, leaving the message to the handler task, for every other message and while
         the document is rebuilt. Does what the task's loop does for the message, errors included.
@@ -317,7 +260,7 @@ async def handle_ywebsocket(request: web.Request) -> web.StreamResponse:
     if transport is None:
         raise web.HTTPBadRequest(text="connection already closed\n")
 
-    ws = YWebsocketResponse(
+    ws = LimitedWebSocketResponse(
         too_big_code=CLOSE_MESSAGE_TOO_BIG,  # final: the same upload would fail again
         compress=False,  # never permessage-deflate: see YWebsocketPeer.send_broadcast
         max_msg_size=services.settings.max_message_bytes,
@@ -344,7 +287,9 @@ async def handle_ywebsocket(request: web.Request) -> web.StreamResponse:
         if snapshot is not None:
             await _send(ws, awareness_message(snapshot))
         if ws.direct_queue is not None:
-            ws.direct_queue.on_binary = lambda data: peer.receive_directly(room, data)
+            ws.direct_queue.on_message = lambda message, _size: (
+                message[0] is WSMsgType.BINARY and peer.receive_directly(room, message[1])
+            )
         async for msg in ws:
             if peer.closing:
                 break  # closed from the direct path (a rejected message, the rate limit)
@@ -377,7 +322,7 @@ async def handle_ywebsocket(request: web.Request) -> web.StreamResponse:
                 break
     finally:
         if ws.direct_queue is not None:
-            ws.direct_queue.on_binary = None  # no message reaches a session that left
+            ws.direct_queue.on_message = None  # no message reaches a session that left
         session.leave()
         for task in list(peer.tasks):
             task.cancel()

@@ -245,3 +245,35 @@ async def test_a_binary_event_header_followed_by_text_closes_only_that_connectio
     assert not good.disconnected.is_set()
     await good.close()
     await other.close()
+
+
+async def test_updates_and_awareness_are_handled_as_they_are_parsed(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the aiohttp versions it was verified on, binary Yjs events skip python-engineio's loop."""
+    from item_socket import connection, socketio_ns
+
+    direct: list[str] = []
+    receive = socketio_ns.YjsNamespace.receive_directly
+
+    def counting(
+        handler: socketio_ns.YjsNamespace, event: str, namespace: str, sid: str, data: bytes
+    ) -> bool:
+        handled = receive(handler, event, namespace, sid, data)
+        if handled:
+            direct.append(event)
+        return handled
+
+    monkeypatch.setattr(socketio_ns.YjsNamespace, "receive_directly", counting)
+    a = await SocketIOClient(server.http_url, "sio-direct").connect()
+    b = await SocketIOClient(server.http_url, "sio-direct").connect()
+    for i in range(5):
+        a.text += f"{i}"
+    await a.emit("awareness-update", awareness_update(4321, 1, {"user": "a"}))
+    await wait_until(lambda: str(b.text) == "01234" and 4321 in b.awareness_seen, what="relayed")
+    if aiohttp.__version__.startswith(connection.DIRECT_READING_AIOHTTP):
+        assert direct.count("sync-update") >= 5 and direct.count("awareness-update") >= 1, direct
+    else:
+        assert direct == []  # another aiohttp: read through its public API only
+    await a.close()
+    await b.close()

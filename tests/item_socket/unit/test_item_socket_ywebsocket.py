@@ -251,7 +251,7 @@ async def test_updates_and_awareness_are_handled_as_they_are_parsed(
     server: RunningServer, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On the aiohttp versions it was verified on, the hot messages skip the connection's task."""
-    from item_socket import ywebsocket
+    from item_socket import connection, ywebsocket
 
     direct: list[int] = []
     receive = ywebsocket.YWebsocketPeer.receive_directly
@@ -269,7 +269,7 @@ async def test_updates_and_awareness_are_handled_as_they_are_parsed(
         a.text += f"{i}"
     await a.send_awareness(4321, 1, {"user": "a"})
     await wait_until(lambda: str(b.text) == "01234" and 4321 in b.awareness_seen, what="relayed")
-    if aiohttp.__version__.startswith(ywebsocket._DIRECT_READING_AIOHTTP):
+    if aiohttp.__version__.startswith(connection.DIRECT_READING_AIOHTTP):
         assert direct.count(0) >= 5 and direct.count(1) >= 1, direct  # 0: sync, 1: awareness
     else:
         assert direct == []  # another aiohttp: read through its public API only
