@@ -11,10 +11,17 @@ https://redis.io/docs/latest/develop/data-types/streams/):
   it covers. Opening a document reads the stream first, then the snapshot: a compaction trims only
   what a durable snapshot covers, so the two reads together miss nothing, and the follow position
   (the later of the two) continues exactly where they ended.
-- One compaction at a time per document: a Redis lock (SET NX PX) with a fencing token (INCR); the
-  store refuses a snapshot whose token is not newer than the stored one, and the stream is trimmed
-  (XTRIM MINID, exact) only after the snapshot covering it is durable. A refused (fenced) snapshot or
-  a lock lost during a compaction is counted in ``item_socket_compaction_overlaps``.
+- One compaction at a time per document: a Redis lock (SET NX PX, renewed while the compaction
+  runs), then a fencing token (INCR) taken under it; the store refuses a snapshot whose token is not
+  newer than the stored one, and the stream is trimmed (XTRIM MINID, exact) only after the snapshot
+  covering it is durable. A refused (fenced) snapshot or a lock lost during a compaction can only
+  mean two compactions overlapped: both are counted in ``item_socket_compaction_overlaps``.
+- Redis at ``maxmemory`` (noeviction) refuses writes, so the compaction that would free memory must
+  not be refused: the lock, the token and the trim are Lua scripts flagged ``allow-oom`` (Redis 7,
+  https://redis.io/docs/latest/develop/programmability/lua-api/#script-flags). Appends are refused
+  meanwhile, and the registry holds or refuses edits (never drops them).
+- A stream left holding only the trim notice gets a TTL (``NOTICE_TTL_MS``): Redis does not keep a
+  key for every document ever opened. Every append removes the TTL in the same MULTI.
 - A follower may lag behind a compaction (a busy replica): entries it has not read yet can be
   trimmed. So the trim appends, in the same MULTI, a notice ``{t: <bound>}`` to the stream: every
   entry before ``bound`` is gone. A follower that reads the notice while its position is before the
@@ -28,8 +35,10 @@ https://redis.io/docs/latest/develop/data-types/streams/):
   restarted, every open document whose stream no longer reaches what this replica read or
   appended gets its whole state appended again, and a fencing counter found behind the store's
   fence is raised past it (otherwise every later compaction would be refused as stale).
-- Redis must not evict the update streams: ``start`` refuses a ``maxmemory-policy`` of ``allkeys-*``
-  (y-redis' deployment guide warns that it silently loses unsaved updates).
+- Redis must not evict the update streams: ``start`` accepts only ``noeviction`` and ``volatile-*``
+  (the streams holding updates have no TTL) and refuses ``allkeys-*``, any policy it does not know,
+  and a Redis it may not ask (y-redis' deployment guide warns that eviction silently loses unsaved
+  updates).
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ from pycrdt import Doc
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from .logs import log_event
@@ -63,8 +72,15 @@ FOLLOW_BATCH = 1000
 # Presence entries kept per document stream (approximately). An idle presence stream expires after
 # twice the awareness timeout: older entries are never replayed (see _replay_presence).
 AWARENESS_MAXLEN = 1000
-# Compaction lock lifetime (ms): longer than the slowest compaction of a large document.
+# Compaction lock lifetime (ms), renewed every third of it while the compaction runs: a replica
+# that stops (SIGSTOP, a lost Redis) loses its lock within this time.
 COMPACTION_LOCK_MS = 60_000
+# A compaction after a document closed that found the lock taken or failed is tried again, after
+# 1, 2, 4 ... 30 s (about 5 minutes in all: past a dead replica's lock and a short outage).
+CLOSE_COMPACTION_ATTEMPTS = 14
+# Lifetime (ms) of a stream that holds only a trim notice: long past any follower's lag, so every
+# replica still following it has read the notice; an append removes the TTL.
+NOTICE_TTL_MS = 3_600_000
 # Entries read per compaction (a stream is compacted again if it held more).
 COMPACTION_BATCH = 100_000
 # Fields of an update stream entry: a Yjs update and the appending replica, or a trim notice
@@ -76,27 +92,55 @@ COUNT_FIELD = b"n"
 TRIMMED_FIELD = b"t"
 # Attempts (backoff up to 2 s each) to reload a snapshot after a gap while the store fails.
 CATCH_UP_ATTEMPTS = 600
-EVICTING_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
+# The maxmemory-policy values that never evict a key without a TTL (the update streams have none).
+# Anything else (allkeys-lru/lfu/random, Redis 8.6's allkeys-lrm, a policy added later) is refused.
+SAFE_POLICIES = ("noeviction",)
+SAFE_POLICY_PREFIX = "volatile-"
+# Script flags need Redis 7.0 (the compaction's scripts must run when Redis is out of memory).
+MINIMUM_REDIS = (7, 0)
 
-# Raises the fencing counter to at least ARGV[1], then takes the next token (one key: cluster-safe).
-_RAISE_FENCE = """
+# Every script below runs at maxmemory too (allow-oom): it is how memory is freed. One key each.
+_ALLOW_OOM = "#!lua flags=allow-oom\n"
+# Takes lock KEYS[1] for owner ARGV[1] for ARGV[2] ms if it is free: 1 if taken.
+_TAKE_LOCK = _ALLOW_OOM + "return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0"
+# The next fencing token.
+_NEXT_TOKEN = _ALLOW_OOM + "return redis.call('INCR', KEYS[1])"
+# Raises the fencing counter to at least ARGV[1], then takes the next token.
+_RAISE_FENCE = (
+    _ALLOW_OOM
+    + """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 return redis.call('INCR', KEYS[1])
 """
-# Moves the lock from our token ARGV[1] to ARGV[2] (lifetime ARGV[3] ms) if we still hold it.
-_RENEW_LOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
-end
+)
+# Extends lock KEYS[1] to ARGV[2] ms if owner ARGV[1] still holds it: 1 if it does.
+_RENEW_LOCK = (
+    _ALLOW_OOM
+    + """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
-# Deletes the lock only if it still holds our token (no one else's lock is ever released).
-_RELEASE_LOCK = """
+)
+# Deletes the lock only if owner ARGV[1] still holds it (no one else's lock is ever released).
+_RELEASE_LOCK = (
+    _ALLOW_OOM
+    + """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+)
+# Trims stream KEYS[1] before ID ARGV[1] and appends the notice {t: ARGV[1], r: ARGV[2]}; a stream
+# left with the notice only expires after ARGV[3] ms (an append removes the TTL).
+_TRIM = (
+    _ALLOW_OOM
+    + """
+redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
+redis.call('XADD', KEYS[1], '*', 't', ARGV[1], 'r', ARGV[2])
+if redis.call('XLEN', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 1
+"""
+)
 
 
 class ScaleOutError(StoreError):
@@ -113,7 +157,8 @@ def awareness_key(name: str) -> str:
     return f"{KEY_PREFIX}:{{{name}}}:a"
 
 
-def _lock_key(name: str) -> str:
+def lock_key(name: str) -> str:
+    """The Redis key of document ``name``'s compaction lock (its value: the holder, unique per compaction)."""
     return f"{KEY_PREFIX}:{{{name}}}:compaction"
 
 
@@ -160,6 +205,40 @@ def merge_into_snapshot(parts: Sequence[bytes]) -> bytes:
     return doc.get_update()
 
 
+def redis_refusal(server: Mapping[str, Any], memory: Mapping[str, Any]) -> str | None:
+    """Why the scale-out cannot use a Redis with these ``INFO server`` / ``INFO memory`` fields, or None.
+
+    Refused: a Redis before ``MINIMUM_REDIS`` (the compaction's scripts need flags), and a
+    ``maxmemory-policy`` other than ``noeviction``/``volatile-*``, missing ones included: it may
+    evict streams holding updates not yet stored. Each reason names the setting to change.
+    """
+    version = str(server.get("redis_version", ""))
+    try:
+        major_minor = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        major_minor = ()
+    if len(major_minor) < 2 or major_minor < MINIMUM_REDIS:
+        return (
+            f"version {version or 'unknown'}; the scale-out needs Redis "
+            f"{'.'.join(map(str, MINIMUM_REDIS))} or later (its compaction scripts run at maxmemory)"
+        )
+    policy = memory.get("maxmemory_policy")
+    if policy is None:
+        return (
+            "INFO memory does not say its maxmemory-policy, so item_socket cannot tell whether it "
+            "may evict the streams that hold documents' updates. Use a Redis that reports it, with "
+            "`maxmemory-policy noeviction`"
+        )
+    policy = str(policy)
+    if policy in SAFE_POLICIES or policy.startswith(SAFE_POLICY_PREFIX):
+        return None
+    return (
+        f"maxmemory-policy {policy}: it may evict the streams that hold documents' updates not yet "
+        "stored. Set `maxmemory-policy noeviction` (redis.conf, or CONFIG SET maxmemory-policy "
+        "noeviction); volatile-* policies are also safe"
+    )
+
+
 class DocumentStreams:
     """The update log of the scale-out: load, append, follow and compact documents' Redis streams.
 
@@ -180,8 +259,10 @@ class DocumentStreams:
         awareness_timeout: float = 30.0,
         timeout: float = 5.0,
         replica_id: str | None = None,
+        notice_ttl_ms: int = NOTICE_TTL_MS,
     ) -> None:
         self.url = url
+        self.notice_ttl_ms = notice_ttl_ms
         self.store = store
         self.metrics = metrics
         self.password_file = password_file
@@ -221,9 +302,9 @@ class DocumentStreams:
         self._awareness_queue: list[tuple[str, bytes]] = []
         self._awareness_wanted = asyncio.Event()
         self._awareness_sender: asyncio.Task[None] | None = None
-        self._release_lock: Any = None
-        self._raise_fence: Any = None
-        self._renew_lock: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._lock_owners = 0  # makes each compaction's lock value unique
+        self._stopped = asyncio.Event()  # wakes the pauses between close-compaction attempts
         self._compaction_slots = asyncio.Semaphore(COMPACTION_CONCURRENCY)
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -255,27 +336,40 @@ class DocumentStreams:
         )
 
     async def start(self) -> None:
-        """Connect, refuse an evicting Redis, start following. Raises ScaleOutError naming the fix."""
+        """Connect, refuse a Redis that may evict or is too old, start following.
+
+        Raises ScaleOutError naming the fix: Redis unreachable, a user without the INFO
+        permission, a Redis before 7.0, or a ``maxmemory-policy`` that may evict the streams.
+        """
         self._redis = self._client(self.timeout)
         self._reader = self._client(self.timeout + FOLLOW_BLOCK_MS / 1000)
         try:
+            server = await self._redis.info("server")
             memory = await self._redis.info("memory")
+        except NoPermissionError as exc:
+            await self._close_clients()
+            raise ScaleOutError(
+                f"Redis at {self.url} refuses INFO to this user ({exc}): item_socket reads the "
+                "maxmemory-policy and the server's run_id with it. Grant it: ACL SETUSER <user> +info"
+            ) from exc
         except (RedisError, OSError) as exc:
             await self._close_clients()
             raise ScaleOutError(f"cannot reach Redis at {self.url}: {exc}") from exc
-        policy = str(memory.get("maxmemory_policy", "noeviction"))
-        if policy in EVICTING_POLICIES:
+        refusal = redis_refusal(server, memory)
+        if refusal is not None:
             await self._close_clients()
-            raise ScaleOutError(
-                f"Redis at {self.url} has maxmemory-policy {policy}: it may evict the streams that hold "
-                "documents' updates not yet stored. Set `maxmemory-policy noeviction` (redis.conf, or "
-                "CONFIG SET maxmemory-policy noeviction); volatile-* policies are also safe."
-            )
-        self._release_lock = self._redis.register_script(_RELEASE_LOCK)
-        self._raise_fence = self._redis.register_script(_RAISE_FENCE)
-        self._renew_lock = self._redis.register_script(_RENEW_LOCK)
-        with contextlib.suppress(RedisError, OSError):
-            self._run_id = str((await self._redis.info("server")).get("run_id"))
+            raise ScaleOutError(f"Redis at {self.url}: {refusal}")
+        policy = str(memory.get("maxmemory_policy"))
+        for name, script in (
+            ("take_lock", _TAKE_LOCK),
+            ("next_token", _NEXT_TOKEN),
+            ("release_lock", _RELEASE_LOCK),
+            ("raise_fence", _RAISE_FENCE),
+            ("renew_lock", _RENEW_LOCK),
+            ("trim", _TRIM),
+        ):
+            self._scripts[name] = self._redis.register_script(script)
+        self._run_id = str(server.get("run_id"))
         self.healthy = True
         self._follower = asyncio.create_task(self._follow(), name="item-socket-follow")
         self._awareness_sender = asyncio.create_task(self._send_awareness(), name="item-socket-presence")
@@ -293,6 +387,7 @@ class DocumentStreams:
     async def stop(self) -> None:
         """Stop following; wait (bounded) for running compactions; close the connections."""
         self._stopping = True
+        self._stopped.set()
         await self._wake()
         for task in (self._follower, self._awareness_sender):
             if task is not None:
@@ -374,9 +469,11 @@ class DocumentStreams:
             return
         started = time.perf_counter()
         names = [name for name, parts in updates.items() if parts]
-        appended: list[str] = []  # the document of each XADD, in order
+        appended: list[str | None] = []  # per command: the document of an XADD, None for PERSIST
         try:
-            async with self._commands().pipeline(transaction=False) as pipe:
+            # One MULTI: a trim that gives a notice-only stream its TTL cannot fall between an
+            # XADD and the PERSIST that keeps the new entry from expiring with the notice.
+            async with self._commands().pipeline(transaction=True) as pipe:
                 for name in names:
                     key = updates_key(name)
                     originals = list(updates[name])
@@ -387,13 +484,15 @@ class DocumentStreams:
                             fields[COUNT_FIELD] = str(len(originals)).encode()
                         pipe.xadd(key, fields)
                         appended.append(name)
-                entry_ids = await pipe.execute()
+                    pipe.persist(key)
+                    appended.append(None)
+                results = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise self._failed(f"append to {len(names)} streams", exc) from exc
         self._succeeded(started)
-        for name, entry_id in zip(appended, entry_ids, strict=True):
-            if name in self._updates_at:
-                self._appended_at[name] = entry_id.decode()
+        for name, result in zip(appended, results, strict=True):
+            if name is not None and name in self._updates_at:
+                self._appended_at[name] = result.decode()
 
     def opened(self, name: str) -> None:
         """Start following ``name`` from where its last ``load`` ended (call once its room exists)."""
@@ -411,7 +510,9 @@ class DocumentStreams:
         self._updates_since_compaction.pop(name, None)
         self._loaded_at.pop(name, None)
         self.metrics.documents_followed.set(len(self._updates_at))
-        self.compact_soon(name)
+        # Retried: what the stream still holds must reach the store (and its backups) even if
+        # the lock is held by a replica that died, or PostgreSQL is away for a moment.
+        self.compact_soon(name, CLOSE_COMPACTION_ATTEMPTS)
 
     def publish_awareness(self, name: str, update: bytes) -> None:
         """Queue a presence change of a local client for the other replicas (best effort, bounded)."""
@@ -648,57 +749,88 @@ class DocumentStreams:
 
     # --- compaction -------------------------------------------------------------------------
 
-    def compact_soon(self, name: str) -> None:
-        """Compact ``name`` in the background unless this replica already is."""
+    def compact_soon(self, name: str, attempts: int = 1) -> None:
+        """Compact ``name`` in the background unless this replica already is.
+
+        With ``attempts`` > 1, a compaction that found the lock taken or failed is tried again
+        (see CLOSE_COMPACTION_ATTEMPTS) until it compacts, finds nothing, or this replica stops.
+        """
         if name not in self._compacting and not self._stopping and self._redis is not None:
             self._compacting.add(name)
-            self._spawn(self._compact(name), f"compact:{name}")
+            self._spawn(self._compact(name, attempts), f"compact:{name}")
 
     async def compact(self, name: str) -> str:
         """Compact ``name`` now; returns the outcome: compacted, empty, busy, fenced or failed."""
         self._compacting.add(name)
         return await self._compact(name)
 
-    async def _compact(self, name: str) -> str:
+    async def _compact(self, name: str, attempts: int = 1) -> str:
         try:
-            async with self._compaction_slots:
-                return await self._compact_locked(name)
+            for attempt in range(attempts):
+                if attempt:
+                    # Woken early by stop(): the next replica to open the document compacts it.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopped.wait(), min(2 ** (attempt - 1), 30))
+                    if self._stopping:
+                        break
+                async with self._compaction_slots:
+                    outcome = await self._compact_locked(name)
+                if outcome not in ("busy", "failed"):
+                    break
+            return outcome
         finally:
             self._compacting.discard(name)
 
     async def _compact_locked(self, name: str) -> str:
         redis = self._commands()
+        lock = lock_key(name)
+        self._lock_owners += 1
+        owner = f"{self.replica_id.decode()}:{self._lock_owners}"
         try:
-            token = int(await redis.incr(FENCE_KEY))
-            if not await redis.set(_lock_key(name), token, nx=True, px=COMPACTION_LOCK_MS):
+            # The lock first, then the token: a token taken before the lock could be overtaken by
+            # a whole later compaction and then look like an overlap (fenced) where none was.
+            if not await self._scripts["take_lock"](keys=[lock], args=[owner, COMPACTION_LOCK_MS]):
                 self.metrics.compactions.labels("busy").inc()
                 return "busy"  # another replica compacts it right now
+            token = int(await self._scripts["next_token"](keys=[FENCE_KEY]))
         except (RedisError, OSError) as exc:
             self._failed(f"compaction lock of {name!r}", exc)
             self.metrics.compactions.labels("failed").inc()
+            with contextlib.suppress(RedisError, OSError):
+                await self._scripts["release_lock"](keys=[lock], args=[owner])
             return "failed"
         outcome = "failed"
+        renewal = asyncio.create_task(self._keep_lock(lock, owner), name=f"item-socket-lock:{name}")
         try:
-            outcome, token = await self._compact_under_lock(redis, name, token)
+            outcome = await self._compact_under_lock(redis, name, owner, token)
             return outcome
         finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
             with contextlib.suppress(RedisError, OSError):
-                await self._release_lock(keys=[_lock_key(name)], args=[token])
+                await self._scripts["release_lock"](keys=[lock], args=[owner])
             if outcome != "empty":
                 self.metrics.compactions.labels(outcome).inc()
 
-    async def _raised_token(self, redis: Redis, name: str, token: int, stored: int) -> int | None:
+    async def _keep_lock(self, lock: str, owner: str) -> None:
+        """Renew the compaction lock every third of its lifetime while the compaction runs."""
+        while True:
+            await asyncio.sleep(COMPACTION_LOCK_MS / 3000)
+            with contextlib.suppress(RedisError, OSError):
+                if not await self._scripts["renew_lock"](keys=[lock], args=[owner, COMPACTION_LOCK_MS]):
+                    return  # lost (expired): the compaction finds out before it trims
+
+    async def _raised_token(self, redis: Redis, token: int, stored: int) -> int:
         """A token newer than the stored snapshot's ``stored`` fence when Redis' counter fell behind it.
 
         That happens only when Redis lost its data: a newer compaction raises the counter itself.
         Returns ``token`` when the counter is not behind (the stored snapshot is genuinely newer:
-        ours will be fenced), the new token (the lock moved to it), or None if the lock was lost.
+        ours will be fenced), else the new token.
         """
         if int(await redis.get(FENCE_KEY) or 0) >= stored:
             return token
-        raised = int(await self._raise_fence(keys=[FENCE_KEY], args=[stored]))
-        if not await self._renew_lock(keys=[_lock_key(name)], args=[token, raised, COMPACTION_LOCK_MS]):
-            return None
+        raised = int(await self._scripts["raise_fence"](keys=[FENCE_KEY], args=[stored]))
         log_event(
             logger,
             logging.WARNING,
@@ -706,23 +838,19 @@ class DocumentStreams:
             "Redis' fencing counter was behind the store's fence %d (Redis lost its data?): now %d",
             stored,
             raised,
-            document=name,
         )
         return raised
 
-    async def _compact_under_lock(self, redis: Redis, name: str, token: int) -> tuple[str, int]:
-        """Compact ``name`` holding its lock with ``token``; returns (outcome, the token now held)."""
+    async def _compact_under_lock(self, redis: Redis, name: str, owner: str, token: int) -> str:
+        """Compact ``name`` holding its lock as ``owner``, with fencing ``token``; returns the outcome."""
         started = time.perf_counter()
         try:
             entries = await redis.xrange(updates_key(name), "-", "+", count=COMPACTION_BATCH)
             if not any(UPDATE_FIELD in fields for _, fields in entries):
-                return "empty", token  # nothing, or only the notice of the last trim
+                return "empty"  # nothing, or only the notice of the last trim
             snapshot = await self.store.load_snapshot(name)
             if snapshot.fence >= token:
-                raised = await self._raised_token(redis, name, token, snapshot.fence)
-                if raised is None:
-                    return "busy", token
-                token = raised
+                token = await self._raised_token(redis, token, snapshot.fence)
             covered = stream_position(snapshot.position)
             last = entries[-1][0].decode()
             parts = [snapshot.data]
@@ -731,21 +859,19 @@ class DocumentStreams:
                 if update is not None and stream_position(entry_id.decode()) > covered:
                     parts.append(update)
             merged = await asyncio.to_thread(merge_into_snapshot, parts)
-            if await redis.get(_lock_key(name)) != str(token).encode():
+            if await redis.get(lock_key(name)) != owner.encode():
                 # The lock expired during a slow compaction and someone else may be compacting.
                 self.metrics.compaction_overlaps.inc()
             covering = Snapshot(merged, _later(last, snapshot.position), token)
             saved = await self.store.save_snapshot(name, covering)
             if not saved:
                 self.metrics.compaction_overlaps.inc()
-                return "fenced", token
+                return "fenced"
             # Only now that a durable snapshot covers them may the entries leave the stream; the
             # notice tells followers that lagged behind to reload that snapshot.
             bound = _after(last)
-            async with redis.pipeline(transaction=True) as pipe:
-                pipe.xtrim(updates_key(name), minid=bound, approximate=False)
-                pipe.xadd(updates_key(name), {TRIMMED_FIELD: bound.encode(), REPLICA_FIELD: self.replica_id})
-                await pipe.execute()
+            trim_args = [bound, self.replica_id, self.notice_ttl_ms]
+            await self._scripts["trim"](keys=[updates_key(name)], args=trim_args)
         except (RedisError, OSError, StoreError) as exc:
             if isinstance(exc, StoreError):
                 self.on_store_health(False)
@@ -758,12 +884,12 @@ class DocumentStreams:
                 exc,
                 document=name,
             )
-            return "failed", token
+            return "failed"
         except Exception as exc:  # a Yjs decoder error: keep the stream, the updates are safe there
             log_event(
                 logger, logging.ERROR, "compaction_failed", "cannot merge %r: %r", name, exc, document=name
             )
-            return "failed", token
+            return "failed"
         self.on_store_health(True)
         self.metrics.store_seconds.labels("compact").observe(time.perf_counter() - started)
         log_event(
@@ -776,4 +902,4 @@ class DocumentStreams:
             len(merged),
             document=name,
         )
-        return "compacted", token
+        return "compacted"

@@ -47,13 +47,15 @@ def _stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> No
 class RedisServer:
     """A private ``redis-server`` on 127.0.0.1:``port`` with its data (AOF on) in ``directory``.
 
-    ``maxmemory_policy`` is what the server starts with (item_socket refuses the evicting ones).
-    ``restart()`` keeps the data directory: what AOF saved comes back.
+    ``maxmemory_policy`` is what the server starts with (item_socket refuses the evicting ones);
+    ``maxmemory`` (e.g. ``"3mb"``) caps its memory. ``restart()`` keeps the data directory: what
+    AOF saved comes back.
     """
 
     directory: Path
     port: int = field(default_factory=lambda: free_port("127.0.0.1"))
     maxmemory_policy: str = "noeviction"
+    maxmemory: str = "0"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -81,6 +83,8 @@ class RedisServer:
                 "",
                 "--maxmemory-policy",
                 self.maxmemory_policy,
+                "--maxmemory",
+                self.maxmemory,
                 "--protected-mode",
                 "no",
                 "--logfile",

@@ -7,6 +7,8 @@ several of them standing for several replicas.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,11 +17,19 @@ import pytest
 from pycrdt import Doc, Map, Text
 from redis import Redis as SyncRedis
 
+from item_socket import streams as streams_module
 from item_socket.metrics import Metrics
 from item_socket.rooms import RoomRegistry
 from item_socket.store import Snapshot, StoreError
 from item_socket.store_postgres import PostgresStore
-from item_socket.streams import FENCE_KEY, DocumentStreams, ScaleOutError, updates_key
+from item_socket.streams import (
+    FENCE_KEY,
+    DocumentStreams,
+    ScaleOutError,
+    lock_key,
+    redis_refusal,
+    updates_key,
+)
 from tests.servers import PostgresServer, RedisServer
 
 from .support import wait_until
@@ -363,3 +373,177 @@ async def test_first_sync_answer_is_computed_once_per_document_state(
     finally:
         await registry.stop()
         await streams.stop()
+
+
+async def test_a_full_redis_still_compacts_and_frees_its_memory(tmp_path: Path, store: PostgresStore) -> None:
+    """At maxmemory (noeviction) Redis refuses writes: the compaction that frees memory must still run.
+
+    Its lock, token and trim are allow-oom scripts; a plain SET NX / INCR / MULTI is refused with OOM
+    (and the stream, so Redis, stayed full for good).
+    """
+    redis = RedisServer(tmp_path / "full", maxmemory="4mb").start()
+    streams = replica(redis, store)
+    await streams.start()
+    name = f"full-{uuid.uuid4().hex}"
+    try:
+        source: Doc = Doc()
+        expected = ""
+        for i in range(5000):  # bounded: about 4 KB an append against a 4 MB cap
+            chunk = f"{i}:" + "x" * 4000 + ","
+            update = text_update(source, chunk)
+            try:
+                await streams.append_many({name: [update]})
+            except StoreError:
+                break  # refused: Redis is full (the registry holds such edits and retries)
+            expected += chunk
+        else:
+            pytest.fail("Redis never filled up")
+        assert await streams.compact(name) == "compacted"
+        assert int(redis.cli("XLEN", updates_key(name))) == 1  # the trim's notice only
+        assert text_of([(await store.load_snapshot(name)).data]) == expected
+        await streams.append_many({name: [text_update(Doc(), "room again")]})
+    finally:
+        await streams.stop()
+        redis.stop()
+
+
+async def test_a_stream_left_with_its_notice_only_expires_and_an_append_keeps_it(
+    redis_server: RedisServer, store: PostgresStore
+) -> None:
+    """Redis keeps no key per document ever opened; an append in time takes the TTL away."""
+    name = f"ttl-{uuid.uuid4().hex}"
+    key = updates_key(name)
+    streams = DocumentStreams(redis_server.url, store, Metrics(), notice_ttl_ms=400)
+    await streams.start()
+    try:
+        source: Doc = Doc()
+        await streams.append_many({name: [text_update(source, "one,")]})
+        assert int(redis_server.cli("PTTL", key)) == -1  # holds an update: never expires
+        assert await streams.compact(name) == "compacted"
+        assert int(redis_server.cli("PTTL", key)) > 0
+        await wait_until(lambda: redis_server.cli("EXISTS", key) == "0", seconds=10, what="notice expired")
+        await streams.append_many({name: [text_update(source, "two,")]})
+        assert await streams.compact(name) == "compacted"
+        assert int(redis_server.cli("PTTL", key)) > 0
+        await streams.append_many({name: [text_update(source, "three")]})
+        assert int(redis_server.cli("PTTL", key)) == -1, "an update could expire with the notice"
+        assert int(redis_server.cli("XLEN", key)) == 2
+        assert text_of(await streams.load(name)) == "one,two,three"
+    finally:
+        await streams.stop()
+
+
+async def test_a_closed_documents_compaction_outlasts_a_dead_replicas_lock(
+    redis_server: RedisServer, store: PostgresStore
+) -> None:
+    """A replica that died mid-compaction leaves its lock for up to its lifetime: the compaction of a
+    document closed meanwhile is tried again, so what the stream holds still reaches the store."""
+    name = f"dead-lock-{uuid.uuid4().hex}"
+    streams = replica(redis_server, store)
+    await streams.start()
+    try:
+        await streams.append_many({name: [text_update(Doc(), "to store")]})
+        redis_server.cli("SET", lock_key(name), "dead-replica:1", "PX", "1500")
+        streams.closed(name)
+
+        client = SyncRedis.from_url(redis_server.url)
+
+        def stored() -> bool:
+            entries = client.xrange(updates_key(name))
+            return [sorted(fields) for _, fields in entries] == [[b"r", b"t"]]  # the trim's notice only
+
+        await wait_until(stored, seconds=20, what="compacted once the dead replica's lock expired")
+        assert streams.metrics.compactions.labels("busy")._value.get() >= 1
+        assert text_of([(await store.load_snapshot(name)).data]) == "to store"
+        client.close()
+    finally:
+        await streams.stop()
+
+
+async def test_a_slow_compaction_keeps_its_lock(
+    redis_server: RedisServer,
+    postgres_server: PostgresServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lock is renewed while a compaction runs: a slow one is not overlapped (nor counted as such)."""
+    monkeypatch.setattr(streams_module, "COMPACTION_LOCK_MS", 600)
+    gate = asyncio.Event()
+
+    class GatedStore(PostgresStore):
+        async def save_snapshot(self, name: str, snapshot: Snapshot) -> bool:
+            await gate.wait()
+            return await super().save_snapshot(name, snapshot)
+
+    password = tmp_path / "pg-password"
+    password.write_text(postgres_server.password)
+    slow_store = GatedStore(postgres_server.url_without_password, password_file=password)
+    await slow_store.start()
+    slow, other = replica(redis_server, slow_store), replica(redis_server, slow_store)
+    await slow.start()
+    await other.start()
+    name = f"slow-{uuid.uuid4().hex}"
+    try:
+        await slow.append_many({name: [text_update(Doc(), "slow")]})
+        compaction = asyncio.create_task(slow.compact(name))
+        lifetimes: list[int] = []
+
+        def renewed_twice() -> bool:
+            lifetimes.append(int(redis_server.cli("PTTL", lock_key(name))))
+            return sum(1 for a, b in itertools.pairwise(lifetimes) if b > a) >= 2
+
+        await wait_until(renewed_twice, seconds=10, what="the lock renewed twice")
+        assert await other.compact(name) == "busy"
+        gate.set()
+        assert await compaction == "compacted"
+        assert slow.metrics.compaction_overlaps._value.get() == 0
+        assert redis_server.cli("EXISTS", lock_key(name)) == "0", "the lock was not released"
+    finally:
+        gate.set()
+        await slow.stop()
+        await other.stop()
+        await slow_store.stop()
+
+
+@pytest.mark.parametrize(
+    ("version", "policy", "refused"),
+    [
+        ("7.0.15", "noeviction", None),
+        ("7.2.4", "volatile-lfu", None),
+        ("8.6.0", "allkeys-lrm", "maxmemory-policy allkeys-lrm.*noeviction"),  # redis/redis#14624
+        ("7.0.15", "some-future-policy", "maxmemory-policy some-future-policy"),
+        ("7.0.15", None, "does not say its maxmemory-policy"),
+        ("6.2.14", "noeviction", "version 6.2.14.*7.0 or later"),
+        ("", "noeviction", "version unknown"),
+    ],
+)
+def test_only_a_redis_that_keeps_the_streams_is_accepted(
+    version: str, policy: str | None, refused: str | None
+) -> None:
+    memory = {} if policy is None else {"maxmemory_policy": policy}
+    reason = redis_refusal({"redis_version": version}, memory)
+    if refused is None:
+        assert reason is None
+    else:
+        assert reason is not None and re.search(refused, reason), reason
+
+
+async def test_a_redis_user_without_info_is_refused_naming_the_permission(
+    redis_server: RedisServer, store: PostgresStore, tmp_path: Path
+) -> None:
+    """The usual application ACL (+@all -@dangerous) has no INFO: say so, not 'cannot reach Redis'."""
+    user = f"app{uuid.uuid4().hex[:8]}"
+    redis_server.cli("ACL", "SETUSER", user, "on", ">app-password", "~*", "+@all", "-@dangerous")
+    password = tmp_path / "redis-password"
+    password.write_text("app-password")
+    try:
+        streams = DocumentStreams(
+            f"redis://{user}@127.0.0.1:{redis_server.port}/0", store, Metrics(), password_file=password
+        )
+        with pytest.raises(ScaleOutError, match=r"refuses INFO.*ACL SETUSER <user> \+info"):
+            await streams.start()
+        redis_server.cli("ACL", "SETUSER", user, "+info")
+        await streams.start()
+        await streams.stop()
+    finally:
+        redis_server.cli("ACL", "DELUSER", user)
