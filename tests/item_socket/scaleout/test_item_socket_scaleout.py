@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -142,6 +143,58 @@ def test_replica_killed_mid_edit_loses_no_update(
     lost = len(expected - keys_of(fresh))
     print(f"\nSIGKILL of a replica ({on_victim:.0f} clients) mid-edit: {len(expected)} updates, {lost} lost")
     assert lost == 0
+
+
+def test_what_other_replicas_saw_survives_a_replica_killed_with_its_writers(
+    replicas: Cluster, two_agents: list[Agent]
+) -> None:
+    """SIGKILL of a replica and, at the same moment, of the clients writing through it.
+
+    Unlike the test above, no writer survives to send its edits again: every edit that clients on
+    other replicas saw must be kept by the servers alone (loaded afresh from Redis and PostgreSQL by
+    the restarted replica), while both protocols write continuously until the kill.
+    """
+    doc = new_doc("kill-writers")
+    a, victim, c = replicas.replicas
+    observers = [two_agents[0].open("oa", "ws", a, doc), two_agents[1].open("oc", "sio", c, doc)]
+    with agents(1) as (doomed,):
+        writers = [doomed.open(f"w-{p}", p, victim, doc) for p in PROTOCOLS]
+        for client in observers + writers:
+            client.wait_synced()
+        stop = threading.Event()
+
+        def write(writer: YClient, prefix: str) -> None:
+            for i in range(5000):  # bounded; the kill ends it long before
+                if stop.is_set():
+                    return
+                try:
+                    writer.map_set(f"{prefix}-{i}", i)
+                except Exception:  # the agent was killed mid-request
+                    return
+
+        threads = [
+            threading.Thread(target=write, args=(writer, f"w{n}"), daemon=True)
+            for n, writer in enumerate(writers)
+        ]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: all(len(keys_of(o)) >= 60 for o in observers), 30, "edits reaching both observers")
+        os.kill(doomed.proc.pid, signal.SIGKILL)
+        victim.stop(sig=signal.SIGKILL)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    # What reached Redis before the kill reaches both observers; they agree once it has.
+    wait_until(lambda: keys_of(observers[0]) == keys_of(observers[1]), 20, "observers agree")
+    seen = keys_of(observers[0]) | keys_of(observers[1])
+    victim.start()
+    fresh = two_agents[0].open("fresh", "ws", victim, doc)  # the restarted replica loads it from storage
+    fresh.wait_synced()
+    wait_all_hold([fresh], seen, timeout=20)
+    lost = len(seen - keys_of(fresh))
+    print(f"\nSIGKILL of a replica with its writers: other replicas saw {len(seen)} updates, {lost} lost")
+    assert lost == 0
+    assert replicas.metric_sum("item_socket_compaction_overlaps_total") == 0
 
 
 def test_a_replica_that_lagged_behind_a_compaction_catches_up(
