@@ -93,7 +93,11 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> web.Ap
         draining=lambda: not connections.accepting,
     )
     if streams is not None:
-        metrics.bind_scale_out(redis_healthy=lambda: streams.healthy, outbox=registry.backlog)
+        metrics.bind_scale_out(
+            redis_healthy=lambda: streams.healthy,
+            outbox=registry.backlog,
+            redis_memory=lambda: streams.memory,
+        )
 
     app[SETTINGS] = settings
     app[METRICS] = metrics

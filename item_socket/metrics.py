@@ -65,9 +65,15 @@ class _LiveGauges(Collector):
 class _ScaleOutGauges(Collector):
     """Scale-out gauges read at scrape time."""
 
-    def __init__(self, redis_healthy: Callable[[], bool], outbox: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        redis_healthy: Callable[[], bool],
+        outbox: Callable[[], int],
+        redis_memory: Callable[[], tuple[int, int] | None],
+    ) -> None:
         self._redis_healthy = redis_healthy
         self._outbox = outbox
+        self._redis_memory = redis_memory
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         yield GaugeMetricFamily(
@@ -80,6 +86,17 @@ class _ScaleOutGauges(Collector):
             "Updates applied here and not yet appended to their Redis stream (held while Redis is away).",
             value=self._outbox(),
         )
+        memory = self._redis_memory()
+        if memory is not None:
+            # At maxmemory (noeviction) Redis refuses appends: edits are held, then refused.
+            yield GaugeMetricFamily(
+                "item_socket_redis_memory_used_bytes",
+                "Redis' used_memory (INFO memory), read every REDIS_MEMORY_INTERVAL_S seconds.",
+                value=memory[0],
+            )
+            yield GaugeMetricFamily(
+                "item_socket_redis_maxmemory_bytes", "Redis' maxmemory (0: no limit).", value=memory[1]
+            )
 
 
 class _HotPath(Collector):
@@ -203,9 +220,14 @@ class Metrics:
             registry=self.registry,
         )
 
-    def bind_scale_out(self, redis_healthy: Callable[[], bool], outbox: Callable[[], int]) -> None:
+    def bind_scale_out(
+        self,
+        redis_healthy: Callable[[], bool],
+        outbox: Callable[[], int],
+        redis_memory: Callable[[], tuple[int, int] | None] = lambda: None,
+    ) -> None:
         """Register the scale-out's scrape-time gauges (only when item_socket runs with Redis)."""
-        self.registry.register(_ScaleOutGauges(redis_healthy, outbox))
+        self.registry.register(_ScaleOutGauges(redis_healthy, outbox, redis_memory))
 
     def bind_live(
         self,

@@ -78,6 +78,8 @@ COMPACTION_LOCK_MS = 60_000
 # A compaction after a document closed that found the lock taken or failed is tried again, after
 # 1, 2, 4 ... 30 s (about 5 minutes in all: past a dead replica's lock and a short outage).
 CLOSE_COMPACTION_ATTEMPTS = 14
+# How often (s) Redis' memory use is read for item_socket_redis_memory_used_bytes.
+REDIS_MEMORY_INTERVAL_S = 15.0
 # Lifetime (ms) of a stream that holds only a trim notice: long past any follower's lag, so every
 # replica still following it has read the notice; an append removes the TTL.
 NOTICE_TTL_MS = 3_600_000
@@ -302,6 +304,9 @@ class DocumentStreams:
         self._awareness_queue: list[tuple[str, bytes]] = []
         self._awareness_wanted = asyncio.Event()
         self._awareness_sender: asyncio.Task[None] | None = None
+        self._memory_watch: asyncio.Task[None] | None = None
+        # Redis' (used_memory, maxmemory) in bytes, from the last INFO memory (None: not read yet).
+        self.memory: tuple[int, int] | None = None
         self._scripts: dict[str, Any] = {}
         self._lock_owners = 0  # makes each compaction's lock value unique
         self._stopped = asyncio.Event()  # wakes the pauses between close-compaction attempts
@@ -370,9 +375,11 @@ class DocumentStreams:
         ):
             self._scripts[name] = self._redis.register_script(script)
         self._run_id = str(server.get("run_id"))
+        self._note_memory(memory)
         self.healthy = True
         self._follower = asyncio.create_task(self._follow(), name="item-socket-follow")
         self._awareness_sender = asyncio.create_task(self._send_awareness(), name="item-socket-presence")
+        self._memory_watch = asyncio.create_task(self._watch_memory(), name="item-socket-redis-memory")
         log_event(
             logger,
             logging.INFO,
@@ -389,7 +396,7 @@ class DocumentStreams:
         self._stopping = True
         self._stopped.set()
         await self._wake()
-        for task in (self._follower, self._awareness_sender):
+        for task in (self._follower, self._awareness_sender, self._memory_watch):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -397,6 +404,18 @@ class DocumentStreams:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self.timeout)
         await self._close_clients()
+
+    def _note_memory(self, memory: Mapping[str, Any]) -> None:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            self.memory = (int(memory["used_memory"]), int(memory.get("maxmemory", 0)))
+
+    async def _watch_memory(self) -> None:
+        """Read Redis' memory use every REDIS_MEMORY_INTERVAL_S (a failed read keeps the last one)."""
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), REDIS_MEMORY_INTERVAL_S)
+            with contextlib.suppress(RedisError, OSError, StoreError):
+                self._note_memory(await self._commands().info("memory"))
 
     async def _close_clients(self) -> None:
         for client in (self._redis, self._reader):

@@ -83,6 +83,7 @@ def test_clients_spread_over_three_replicas_converge(replicas: Cluster, two_agen
     for replica in replicas.replicas:
         assert replica.metric("item_socket_documents_followed") >= 1
         assert replica.metric("item_socket_compaction_overlaps_total") == 0
+        assert replica.metric("item_socket_redis_memory_used_bytes") > 0
 
 
 def test_concurrent_text_edits_on_two_replicas_converge(replicas: Cluster, two_agents: list[Agent]) -> None:

@@ -398,6 +398,7 @@ async def test_a_full_redis_still_compacts_and_frees_its_memory(tmp_path: Path, 
             expected += chunk
         else:
             pytest.fail("Redis never filled up")
+        assert streams.memory is not None and streams.memory[1] == 4 * 2**20  # the maxmemory gauge
         assert await streams.compact(name) == "compacted"
         assert int(redis.cli("XLEN", updates_key(name))) == 1  # the trim's notice only
         assert text_of([(await store.load_snapshot(name)).data]) == expected
