@@ -1,4 +1,4 @@
-"""Property: random edits, random replica kills and client reconnects -> every client identical.
+"""Property: random edits, random replica kills (amid edits), client reconnects -> every client identical.
 
 Clients connect through nginx (conftest ``front``), so a client of a killed replica reconnects to
 another one. A killed replica starts again at once (a new process on the same port), as Swarm
@@ -9,24 +9,31 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import uuid
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.item_socket.e2e.harness import agents
+from tests.item_socket.e2e.harness import YClient, agents
 from tests.support import wait_until
 
 from .conftest import Cluster, Front
 
-EXAMPLES = int(os.environ.get("ITEM_SOCKET_SCALEOUT_EXAMPLES", "3"))
+EXAMPLES = int(os.environ.get("ITEM_SOCKET_SCALEOUT_EXAMPLES", "8"))
 CLIENTS = 4
 
 step = st.one_of(
     st.tuples(st.just("edit"), st.integers(0, CLIENTS - 1), st.integers(1, 8)),
-    st.tuples(st.just("kill"), st.integers(0, 2), st.just(0)),
+    # A kill while a client edits: `count` edits from client `count % CLIENTS` run beside it.
+    st.tuples(st.just("kill"), st.integers(0, 2), st.integers(0, 8)),
     st.tuples(st.just("reconnect"), st.integers(0, CLIENTS - 1), st.just(0)),
 )
+
+
+def _edit(client: YClient, keys: list[str]) -> None:
+    for key in keys:
+        client.map_set(key, int(key[1:]))
 
 
 @settings(
@@ -55,8 +62,15 @@ def test_random_edits_kills_and_reconnects_converge(
                     clients[target].map_set(f"k{counter}", counter)
                     expected[f"k{counter}"] = counter
             elif action == "kill":
+                editor = clients[count % CLIENTS]
+                keys = [f"k{counter + i}" for i in range(1, count + 1)]
+                counter += count
+                expected.update({key: int(key[1:]) for key in keys})
+                edits = threading.Thread(target=_edit, args=(editor, keys))
+                edits.start()
                 victim = replicas.replicas[target]
                 victim.stop(sig=signal.SIGKILL)
+                edits.join(timeout=60)
                 victim.start()
             else:
                 clients[target].disconnect()
