@@ -91,7 +91,7 @@ class _ScaleOutGauges(Collector):
             # At maxmemory (noeviction) Redis refuses appends: edits are held, then refused.
             yield GaugeMetricFamily(
                 "item_socket_redis_memory_used_bytes",
-                "Redis' used_memory (INFO memory), read every REDIS_MEMORY_INTERVAL_S seconds.",
+                "Redis' used_memory (INFO memory), read every 15 s.",
                 value=memory[0],
             )
             yield GaugeMetricFamily(

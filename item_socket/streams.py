@@ -78,8 +78,9 @@ COMPACTION_LOCK_MS = 60_000
 # A compaction after a document closed that found the lock taken or failed is tried again, after
 # 1, 2, 4 ... 30 s (about 5 minutes in all: past a dead replica's lock and a short outage).
 CLOSE_COMPACTION_ATTEMPTS = 14
-# How often (s) Redis' memory use is read for item_socket_redis_memory_used_bytes.
-REDIS_MEMORY_INTERVAL_S = 15.0
+# How often (s) Redis' memory use is read (item_socket_redis_memory_used_bytes) and documents whose
+# oldest uncompacted update is older than ``compact_max_age_s`` are compacted.
+HOUSEKEEPING_INTERVAL_S = 15.0
 # Lifetime (ms) of a stream that holds only a trim notice: long past any follower's lag, so every
 # replica still following it has read the notice; an append removes the TTL.
 NOTICE_TTL_MS = 3_600_000
@@ -258,6 +259,7 @@ class DocumentStreams:
         *,
         password_file: Path | None = None,
         compact_after: int = 500,
+        compact_max_age_s: float = 600.0,
         awareness_timeout: float = 30.0,
         timeout: float = 5.0,
         replica_id: str | None = None,
@@ -269,6 +271,7 @@ class DocumentStreams:
         self.metrics = metrics
         self.password_file = password_file
         self.compact_after = compact_after
+        self.compact_max_age_s = compact_max_age_s
         self.awareness_timeout = awareness_timeout
         self.timeout = timeout
         self.replica_id = (replica_id or uuid.uuid4().hex[:16]).encode()
@@ -291,8 +294,11 @@ class DocumentStreams:
         self._awareness_at: dict[str, str] = {}
         # Where the last load of a document ended, until ``opened`` starts following from there.
         self._loaded_at: dict[str, str] = {}
-        # Updates seen per followed document since this replica last asked for a compaction.
+        # Updates seen per followed document since this replica last asked for a compaction, and
+        # when (monotonic s) the first of them was seen: a document edited slowly is compacted
+        # after compact_max_age_s, so PostgreSQL (and its backups) lag the stream by that at most.
         self._updates_since_compaction: dict[str, int] = {}
+        self._pending_since: dict[str, float] = {}
         self._wake_key = f"{KEY_PREFIX}:replica:{self.replica_id.decode()}:wake"
         self._wake_at = ZERO_POSITION
         self._follower: asyncio.Task[None] | None = None
@@ -304,7 +310,7 @@ class DocumentStreams:
         self._awareness_queue: list[tuple[str, bytes]] = []
         self._awareness_wanted = asyncio.Event()
         self._awareness_sender: asyncio.Task[None] | None = None
-        self._memory_watch: asyncio.Task[None] | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
         # Redis' (used_memory, maxmemory) in bytes, from the last INFO memory (None: not read yet).
         self.memory: tuple[int, int] | None = None
         self._scripts: dict[str, Any] = {}
@@ -379,7 +385,7 @@ class DocumentStreams:
         self.healthy = True
         self._follower = asyncio.create_task(self._follow(), name="item-socket-follow")
         self._awareness_sender = asyncio.create_task(self._send_awareness(), name="item-socket-presence")
-        self._memory_watch = asyncio.create_task(self._watch_memory(), name="item-socket-redis-memory")
+        self._housekeeping = asyncio.create_task(self._housekeep(), name="item-socket-housekeeping")
         log_event(
             logger,
             logging.INFO,
@@ -396,7 +402,7 @@ class DocumentStreams:
         self._stopping = True
         self._stopped.set()
         await self._wake()
-        for task in (self._follower, self._awareness_sender, self._memory_watch):
+        for task in (self._follower, self._awareness_sender, self._housekeeping):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -409,13 +415,24 @@ class DocumentStreams:
         with contextlib.suppress(KeyError, TypeError, ValueError):
             self.memory = (int(memory["used_memory"]), int(memory.get("maxmemory", 0)))
 
-    async def _watch_memory(self) -> None:
-        """Read Redis' memory use every REDIS_MEMORY_INTERVAL_S (a failed read keeps the last one)."""
+    async def _housekeep(self) -> None:
+        """Every HOUSEKEEPING_INTERVAL_S: compact documents edited long ago, read Redis' memory use."""
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), REDIS_MEMORY_INTERVAL_S)
-            with contextlib.suppress(RedisError, OSError, StoreError):
+                await asyncio.wait_for(self._stopped.wait(), HOUSEKEEPING_INTERVAL_S)
+            if self._stopping:
+                return
+            horizon = time.monotonic() - self.compact_max_age_s
+            for name in [name for name, since in self._pending_since.items() if since <= horizon]:
+                self._compact_followed_soon(name)
+            with contextlib.suppress(RedisError, OSError, StoreError):  # a failed read keeps the last
                 self._note_memory(await self._commands().info("memory"))
+
+    def _compact_followed_soon(self, name: str) -> None:
+        """Compact followed document ``name`` and start counting its updates again."""
+        self._updates_since_compaction[name] = 0
+        self._pending_since.pop(name, None)
+        self.compact_soon(name)
 
     async def _close_clients(self) -> None:
         for client in (self._redis, self._reader):
@@ -527,6 +544,7 @@ class DocumentStreams:
         self._appended_at.pop(name, None)
         self._awareness_at.pop(name, None)
         self._updates_since_compaction.pop(name, None)
+        self._pending_since.pop(name, None)
         self._loaded_at.pop(name, None)
         self.metrics.documents_followed.set(len(self._updates_at))
         # Retried: what the stream still holds must reach the store (and its backups) even if
@@ -599,9 +617,11 @@ class DocumentStreams:
             # Every entry comes by here, ours too: count their updates to compact without asking.
             since = self._updates_since_compaction.get(name, 0) + _updates_in(entries)
             if since >= self.compact_after:
-                since = 0
-                self.compact_soon(name)
-            self._updates_since_compaction[name] = since
+                self._compact_followed_soon(name)
+            else:
+                self._updates_since_compaction[name] = since
+                if since:
+                    self._pending_since.setdefault(name, time.monotonic())
             updates = []
             for entry_id, fields in entries:
                 update = fields.get(UPDATE_FIELD)

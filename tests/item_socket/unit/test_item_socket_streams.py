@@ -548,3 +548,33 @@ async def test_a_redis_user_without_info_is_refused_naming_the_permission(
         await streams.stop()
     finally:
         redis_server.cli("ACL", "DELUSER", user)
+
+
+async def test_a_slowly_edited_document_is_compacted_within_the_max_age(
+    redis_server: RedisServer, store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Far fewer updates than --compact-after still reach PostgreSQL (and its backups) in time."""
+    monkeypatch.setattr(streams_module, "HOUSEKEEPING_INTERVAL_S", 0.2)
+    name = f"slow-edits-{uuid.uuid4().hex}"
+    writer = replica(redis_server, store)
+    follower = DocumentStreams(redis_server.url, store, Metrics(), compact_after=1000, compact_max_age_s=1.0)
+    await writer.start()
+    await follower.start()
+    try:
+        await follower.load(name)
+        follower.opened(name)
+        source: Doc = Doc()
+        await writer.append_many({name: [text_update(source, "a few,"), text_update(source, "edits")]})
+        client = SyncRedis.from_url(redis_server.url)
+
+        def compacted() -> bool:
+            entries = client.xrange(updates_key(name))
+            return [sorted(fields) for _, fields in entries] == [[b"r", b"t"]]
+
+        await wait_until(compacted, seconds=15, what="compacted after the max age")
+        client.close()
+        assert text_of([(await store.load_snapshot(name)).data]) == "a few,edits"
+        assert follower.metrics.compactions.labels("compacted")._value.get() == 1
+    finally:
+        await writer.stop()
+        await follower.stop()
