@@ -48,6 +48,11 @@ def text_of(updates: list[bytes]) -> str:
     return str(doc.get("t", type=Text))
 
 
+def holds_only_the_notice(client: SyncRedis, name: str) -> bool:
+    """True when ``name``'s stream holds only a trim's notice: everything else was compacted."""
+    return [sorted(fields) for _, fields in client.xrange(updates_key(name))] == [[b"r", b"t"]]
+
+
 @pytest.fixture
 async def store(postgres_server: PostgresServer, tmp_path: Path) -> AsyncIterator[PostgresStore]:
     password = tmp_path / "pw"
@@ -448,12 +453,9 @@ async def test_a_closed_documents_compaction_outlasts_a_dead_replicas_lock(
         streams.closed(name)
 
         client = SyncRedis.from_url(redis_server.url)
-
-        def stored() -> bool:
-            entries = client.xrange(updates_key(name))
-            return [sorted(fields) for _, fields in entries] == [[b"r", b"t"]]  # the trim's notice only
-
-        await wait_until(stored, seconds=20, what="compacted once the dead replica's lock expired")
+        await wait_until(
+            lambda: holds_only_the_notice(client, name), seconds=20, what="compacted once the lock expired"
+        )
         assert streams.metrics.compactions.labels("busy")._value.get() >= 1
         assert text_of([(await store.load_snapshot(name)).data]) == "to store"
         client.close()
@@ -566,12 +568,9 @@ async def test_a_slowly_edited_document_is_compacted_within_the_max_age(
         source: Doc = Doc()
         await writer.append_many({name: [text_update(source, "a few,"), text_update(source, "edits")]})
         client = SyncRedis.from_url(redis_server.url)
-
-        def compacted() -> bool:
-            entries = client.xrange(updates_key(name))
-            return [sorted(fields) for _, fields in entries] == [[b"r", b"t"]]
-
-        await wait_until(compacted, seconds=15, what="compacted after the max age")
+        await wait_until(
+            lambda: holds_only_the_notice(client, name), seconds=15, what="compacted after the max age"
+        )
         client.close()
         assert text_of([(await store.load_snapshot(name)).data]) == "a few,edits"
         assert follower.metrics.compactions.labels("compacted")._value.get() == 1
