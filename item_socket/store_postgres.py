@@ -236,9 +236,16 @@ class PostgresStore(DocumentStore):
         return row is not None
 
     async def ping(self) -> None:
+        """One ``SELECT 1`` (the scale-out's readiness probe), within ``timeout`` seconds in all.
+
+        The whole round trip is bounded here, not only the pool wait: statement_timeout is enforced
+        by the server, so it cannot bound a server that stopped answering. Raises StoreError.
+        """
         try:
-            async with self._open_pool().connection() as conn:
+            async with asyncio.timeout(self.timeout), self._open_pool().connection() as conn:
                 await conn.execute("SELECT 1")
+        except TimeoutError as exc:
+            raise StoreError(f"PostgreSQL at {self.where} did not answer within {self.timeout:g} s") from exc
         except (psycopg.Error, PoolTimeout) as exc:
             raise StoreError(f"PostgreSQL at {self.where} does not answer: {exc}") from exc
 
