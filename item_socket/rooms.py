@@ -625,14 +625,12 @@ class RoomRegistry:
             room.unload_timer = loop.call_later(self.unload_grace, self._start_unload, room)
 
     async def _load(self, name: str) -> Room:
-        started = time.perf_counter()
         try:
             updates = await self.log.load(name)
         except StoreError as exc:
             self._log_failed("store_read")
             log_event(logger, logging.ERROR, "load_failed", "cannot load %r: %s", name, exc, document=name)
             raise RoomLoadError(f"document {name!r} cannot be loaded") from exc
-        self.metrics.store_seconds.labels("load").observe(time.perf_counter() - started)
         doc = self._doc_from(name, updates)
         if self._closing:
             raise RoomLoadError("server is shutting down")
@@ -811,7 +809,6 @@ class RoomRegistry:
             finally:
                 self._in_flight = 0
             self.metrics.flush_seconds.observe(time.perf_counter() - started)
-            self.metrics.store_seconds.labels("append").observe(time.perf_counter() - started)
             if self.streams is None:
                 self.store_healthy = True
             return True

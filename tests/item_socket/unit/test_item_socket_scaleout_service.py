@@ -12,9 +12,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pycrdt import Doc, Text
 
 from item_socket.keys import REGISTRY, STREAMS
+from item_socket.streams import updates_key
 from tests.servers import PostgresServer, RedisServer
 
 from .conftest import RunningServer, ServerFactory
@@ -43,6 +45,27 @@ async def wait_for_readiness(
             return problems
         assert loop.time() < deadline, f"/readyz still {got} {problems} after {seconds} s"
         await asyncio.sleep(0.1)  # the polling period, not a synchronisation
+
+
+async def histogram_counts(
+    session: aiohttp.ClientSession, server: RunningServer, name: str
+) -> dict[str, float]:
+    """Observation count of histogram ``name`` on /metrics, by its ``operation`` label ("" if none)."""
+    async with session.get(server.http_url + "/metrics") as response:
+        text = await response.text()
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == f"{name}_count":
+                counts[sample.labels.get("operation", "")] = sample.value
+    return counts
+
+
+def edit(text: str) -> bytes:
+    """A Yjs update inserting ``text`` into a new document's text ``t``."""
+    source: Doc = Doc()
+    source.get("t", type=Text).insert(0, text)
+    return source.get_update()
 
 
 @pytest.fixture
@@ -120,3 +143,58 @@ async def test_a_redis_outage_is_not_reported_as_a_store_failure(
         registry.release(room)
     finally:
         await asyncio.to_thread(redis.stop)
+
+
+async def test_a_scale_out_flush_is_timed_as_redis_not_as_a_store_append(
+    server_factory: ServerFactory,
+    redis_server: RedisServer,
+    postgres_server: PostgresServer,
+    tmp_path: Path,
+    session: aiohttp.ClientSession,
+) -> None:
+    server = await server_factory(
+        redis_url=redis_server.url,
+        store_url=postgres_server.url_without_password,
+        store_password_file=password_file(tmp_path, postgres_server),
+    )
+    registry = server.app[REGISTRY]
+    name = f"timed-{tmp_path.name}"
+    room = await registry.acquire(name)
+    try:
+        room.apply_update(edit("appended to Redis"), 0.0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while registry.backlog() or redis_server.cli("XLEN", updates_key(name)) != "1":
+            assert loop.time() < deadline, "the edit did not reach the document's stream"
+            await asyncio.sleep(0.02)
+        store = await histogram_counts(session, server, "item_socket_store_operation_seconds")
+        # Only PostgreSQL calls: the load's snapshot read; the flush went to Redis, not the store.
+        assert store.get("append", 0) == 0 and store.get("load", 0) == 0, store
+        assert store["load_snapshot"] == 1, store
+        redis = await histogram_counts(session, server, "item_socket_redis_seconds")
+        assert redis[""] >= 2, "the load's XRANGE and the flush's XADD are Redis round trips"
+        # The readiness probe's ping is a PostgreSQL round trip too, timed as one.
+        deadline = loop.time() + 10
+        while not (await histogram_counts(session, server, "item_socket_store_operation_seconds")).get(
+            "ping"
+        ):
+            assert loop.time() < deadline, "no PostgreSQL ping was timed"
+            await asyncio.sleep(0.1)
+    finally:
+        registry.release(room)
+
+
+async def test_with_one_replica_the_store_histogram_times_sqlite(
+    server_factory: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    server = await server_factory()
+    registry = server.app[REGISTRY]
+    room = await registry.acquire("sqlite-timed")
+    try:
+        room.apply_update(edit("stored in SQLite"), 0.0)
+        assert await registry.flush()
+        store = await histogram_counts(session, server, "item_socket_store_operation_seconds")
+        assert store.get("load") == 1 and store.get("append", 0) >= 1, store
+        assert "ping" not in store, "nothing pings a store without the scale-out"
+    finally:
+        registry.release(room)
