@@ -36,7 +36,7 @@ from .socketio_ns import (
     create_socketio_server,
     oversized_polling_guard,
 )
-from .store import DocumentStore, SQLiteStore
+from .store import DocumentStore, SQLiteStore, TimedStore
 from .store_postgres import PostgresStore
 from .streams import DocumentStreams
 from .ywebsocket import handle_ywebsocket
@@ -60,6 +60,11 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> web.Ap
     connections = Connections(settings.max_connections)
     if store is None:
         store = _store_for(settings)
+    # Timed at the store's boundary only: in the scale-out the registry's log is Redis, whose round
+    # trips are item_socket_redis_seconds, not store operations.
+    store = TimedStore(
+        store, lambda operation, seconds: metrics.store_seconds.labels(operation).observe(seconds)
+    )
     streams = None
     if settings.redis_url is not None:
         streams = DocumentStreams(

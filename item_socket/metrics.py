@@ -161,7 +161,8 @@ class Metrics:
         self.errors = Counter("item_socket_errors", "Errors by kind.", ["kind"], registry=self.registry)
         self.flush_seconds = Histogram(
             "item_socket_persistence_flush_seconds",
-            "Duration of one write of a document's pending updates to the store.",
+            "Duration of one flush of the documents' pending updates to their log: the store, or in the "
+            "scale-out their Redis streams (one pipeline).",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=self.registry,
         )
@@ -180,15 +181,26 @@ class Metrics:
         )
         self.redis_seconds = Histogram(
             "item_socket_redis_seconds",
-            "Round trip of one Redis command or pipeline.",
+            "Round trip of one Redis command or pipeline (loads, appends, presence) that succeeded.",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=self.registry,
         )
+        # Observed by store.TimedStore only, so it never includes Redis (see app.create_app).
         self.store_seconds = Histogram(
             "item_socket_store_operation_seconds",
-            "Duration of one store operation (load, append, compact).",
+            "Duration of one document store call that succeeded (PostgreSQL with --store-url, else "
+            "SQLite), by operation: load and append (the log of a store without Redis), load_snapshot and "
+            "save_snapshot (the scale-out's snapshots), ping (the scale-out's readiness probe).",
             ["operation"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
+        self.compaction_seconds = Histogram(
+            "item_socket_compaction_seconds",
+            "Duration of one compaction that stored a snapshot: Redis reads and trim, the merge, and "
+            "PostgreSQL's snapshot read and write (the PostgreSQL calls alone are in "
+            "item_socket_store_operation_seconds).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
             registry=self.registry,
         )
         self.compactions = Counter(

@@ -42,6 +42,10 @@ MAX_CACHED_DIFFS = 16
 # per peer instead (20 frames/s per peer); smaller rooms send each change at once.
 AWARENESS_BATCH_PEERS = 32
 AWARENESS_BATCH_S = 0.05
+# Seconds between two pings of the shared store in the scale-out (one ``SELECT 1`` per replica):
+# while healthy nothing else asks PostgreSQL between loads and compactions, so without the ping
+# /readyz would learn of an outage only when a document is opened or compacted.
+STORE_PROBE_SECONDS = 2.0
 
 
 class UpdateLog(Protocol):
@@ -621,15 +625,12 @@ class RoomRegistry:
             room.unload_timer = loop.call_later(self.unload_grace, self._start_unload, room)
 
     async def _load(self, name: str) -> Room:
-        started = time.perf_counter()
         try:
             updates = await self.log.load(name)
         except StoreError as exc:
-            self.store_healthy = False
-            self.metrics.errors.labels("store_read").inc()
+            self._log_failed("store_read")
             log_event(logger, logging.ERROR, "load_failed", "cannot load %r: %s", name, exc, document=name)
             raise RoomLoadError(f"document {name!r} cannot be loaded") from exc
-        self.metrics.store_seconds.labels("load").observe(time.perf_counter() - started)
         doc = self._doc_from(name, updates)
         if self._closing:
             raise RoomLoadError("server is shutting down")
@@ -716,8 +717,7 @@ class RoomRegistry:
                 room.abandon(f"document {room.name!r} is unavailable (cannot be rebuilt)")
                 return
             except StoreError as exc:
-                self.store_healthy = False
-                self.metrics.errors.labels("store_read").inc()
+                self._log_failed("store_read")
                 log_event(
                     logger,
                     logging.ERROR,
@@ -795,8 +795,7 @@ class RoomRegistry:
                 for name, room in batch.items():
                     room.pending[:0] = updates[name]
                     self._dirty[name] = room
-                self.store_healthy = False
-                self.metrics.errors.labels("store_write").inc()
+                self._log_failed("store_write")
                 log_event(
                     logger,
                     logging.ERROR,
@@ -810,9 +809,22 @@ class RoomRegistry:
             finally:
                 self._in_flight = 0
             self.metrics.flush_seconds.observe(time.perf_counter() - started)
-            self.metrics.store_seconds.labels("append").observe(time.perf_counter() - started)
-            self.store_healthy = True
+            if self.streams is None:
+                self.store_healthy = True
             return True
+
+    def _log_failed(self, kind: str) -> None:
+        """The log failed a read or write (``kind``: the ``item_socket_errors_total`` kind).
+
+        Alone, the log is the store: it is failing. In the scale-out the log is Redis (then
+        ``streams.healthy`` says so, and ``streams`` counted the error) or, for a load, PostgreSQL
+        behind it (``streams`` reported that through ``on_store_health``): marking the store failing
+        here would blame PostgreSQL for Redis, and a later append to Redis would mark it healthy
+        again while the store probe finds it down.
+        """
+        if self.streams is None:
+            self.store_healthy = False
+            self.metrics.errors.labels(kind).inc()
 
     async def _flush_periodically(self) -> None:
         failures = 0
@@ -879,28 +891,44 @@ class RoomRegistry:
         except InvalidUpdate:
             self.metrics.errors.labels("stream_awareness").inc()
 
-    def _store_health(self, healthy: bool) -> None:
-        if healthy != self.store_healthy:
-            level = logging.INFO if healthy else logging.ERROR
-            log_event(logger, level, "store_health", "store %s", "answers again" if healthy else "fails")
-            if not healthy:
-                self.metrics.errors.labels("store_read").inc()
+    def _store_health(self, healthy: bool, reason: str = "") -> None:
+        """Record whether the shared store answers (scale-out); log and count a change once.
+
+        ``reason``: why it failed (the probe's error), for the ``store_failed`` log line; loads,
+        compactions and catch-ups log their own errors and give none.
+        """
+        if healthy == self.store_healthy:
+            return
         self.store_healthy = healthy
+        if healthy:
+            log_event(logger, logging.INFO, "store_recovered", "the document store answers again")
+            return
+        self.metrics.errors.labels("store_read").inc()
+        log_event(
+            logger,
+            logging.ERROR,
+            "store_failed",
+            "the document store fails (documents that must be loaded are refused): %s",
+            reason or "an operation failed",
+            reason=reason,
+        )
 
     async def _probe_store(self) -> None:
-        """While the shared store is failing, ask it every second whether it answers again.
+        """Every STORE_PROBE_SECONDS, ask the shared store whether it answers (``ping``).
 
-        In the scale-out nothing else writes to it between compactions, so without this probe
-        readiness would stay false until the next compaction.
+        In the scale-out nothing else reaches PostgreSQL between loads and compactions: without
+        this probe readiness would neither turn false when it goes away nor true when it returns.
+        ``ping`` is bounded by the store's own timeout; one probe runs at a time.
         """
         while not self._closing:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_flushing.wait(), 1.0)
-            if self.store_healthy or self._closing:
-                continue
+                await asyncio.wait_for(self._stop_flushing.wait(), STORE_PROBE_SECONDS)
+            if self._closing:
+                return
             try:
                 await self.store.ping()
-            except StoreError:
+            except StoreError as exc:
+                self._store_health(False, str(exc))
                 continue
             self._store_health(True)
 

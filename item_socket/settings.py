@@ -7,16 +7,23 @@ Every field is one CLI flag (``--max-message-bytes``) and one environment variab
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "ITEM_SOCKET_"
 MIB = 1024 * 1024
+# Redis' default proto-max-bulk-len: the largest argument (one stream entry's update) a command may
+# carry. Over it Redis refuses the XADD, and with it the flush pipeline other documents share.
+# Source: https://redis.io/docs/latest/operate/oss_and_stack/management/config-file/
+REDIS_MAX_BULK_BYTES = 512 * MIB
+# A query parameter both libpq and redis-py read as the password (they also take it from the URL).
+_PASSWORD_PARAMETER = re.compile(r"(?i)(^|&)(password=)[^&]*")
 
 
 class Settings(BaseSettings):
@@ -51,7 +58,8 @@ class Settings(BaseSettings):
         ge=64 * 1024,
         le=1024 * MIB,
         description="Largest message (WebSocket frame or long-polling body) a client may send; keep "
-        "it above the largest document, which a first sync carries whole.",
+        "it above the largest document, which a first sync carries whole (at most 512 MiB with "
+        "--redis-url: Redis' proto-max-bulk-len).",
     )
     rate_limit: float = Field(
         200.0, ge=0, description="Messages per second one connection may send on average (0 = no limit)."
@@ -77,8 +85,9 @@ class Settings(BaseSettings):
     )
     store_url: str | None = Field(
         None,
-        description="Shared document store (postgresql://user@host:port/db); unset = SQLite under "
-        "--data-dir (one replica only).",
+        description="Shared document store (postgresql://user@host:port/db, no password in it); its "
+        "parameters are kept, its options merged with the store's statement_timeout (which it must "
+        "not set); unset = SQLite under --data-dir (one replica only).",
     )
     store_password_file: Path | None = Field(
         None, description="File holding the PostgreSQL password (a Docker secret)."
@@ -109,8 +118,7 @@ class Settings(BaseSettings):
         value = value.strip()
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
-        if urlsplit(value).password is not None:
-            raise ValueError("must not carry a password; put it in --redis-password-file")
+        _refuse_password(value, "--redis-password-file")
         return value
 
     @field_validator("store_url")
@@ -120,9 +128,15 @@ class Settings(BaseSettings):
             return None
         value = value.strip()
         if not value.startswith(("postgresql://", "postgres://")):
-            raise ValueError("must be a postgresql:// URL (unset = SQLite under --data-dir)")
-        if urlsplit(value).password is not None:
-            raise ValueError("must not carry a password; put it in --store-password-file")
+            raise ValueError("must be a postgresql:// or postgres:// URL (unset = SQLite under --data-dir)")
+        _refuse_password(value, "--store-password-file")
+        options = " ".join(v for k, v in parse_qsl(urlsplit(value).query) if k == "options")
+        if "statement_timeout" in options.lower():
+            # The store's own statement_timeout bounds every operation (readiness, held edits).
+            raise ValueError(
+                "must not set statement_timeout in its options: item_socket sets it to the store's "
+                "timeout (other options are kept)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -131,6 +145,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 "--redis-url needs --store-url postgresql://... : replicas must share one store "
                 "(SQLite under --data-dir belongs to one process)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _scale_out_messages_fit_a_stream_entry(self) -> Settings:
+        if self.redis_url is not None and self.max_message_bytes > REDIS_MAX_BULK_BYTES:
+            raise ValueError(
+                f"--max-message-bytes {self.max_message_bytes} is over {REDIS_MAX_BULK_BYTES} (512 MiB, "
+                "Redis' default proto-max-bulk-len) with --redis-url: one such update would make Redis "
+                "refuse the append of every document flushed with it; lower --max-message-bytes"
             )
         return self
 
@@ -161,13 +185,25 @@ class Settings(BaseSettings):
 _URL_FIELDS = ("redis_url", "store_url")
 
 
+def _refuse_password(url: str, password_flag: str) -> None:
+    """Raise ValueError naming ``password_flag`` if ``url`` carries a password (user info or query)."""
+    parts = urlsplit(url)
+    if parts.password is not None or _PASSWORD_PARAMETER.search(parts.query):
+        raise ValueError(f"must not carry a password; put it in {password_flag}")
+
+
 def _without_password(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (error messages never echo a secret)."""
+    """``url`` with any password (user info or ``password=`` parameter) replaced by ``***``.
+
+    Error messages never echo a secret.
+    """
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+        query = _PASSWORD_PARAMETER.sub(r"\1\2***", parts.query)
+        return parts._replace(netloc=netloc, query=query).geturl()
     except ValueError:
         return "<unparseable URL>"
 

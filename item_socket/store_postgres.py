@@ -91,11 +91,24 @@ class PostgresStore(DocumentStore):
         return redact(self.url)
 
     def _conninfo(self) -> str:
+        """libpq connection string: the URL's parameters, ours where it sets none, the password.
+
+        ``options`` are merged: the URL's, then ``-c statement_timeout=<timeout ms>`` (the later
+        setting wins, so this bound always holds; --store-url refuses a URL setting it). A keyword
+        given to make_conninfo replaces the URL's, which silently dropped the user's options.
+        """
+        try:
+            given = conninfo.conninfo_to_dict(self.url)
+        except psycopg.ProgrammingError as exc:
+            raise StoreError(f"invalid PostgreSQL URL {self.where}: {exc}") from exc
+        timeout_option = f"-c statement_timeout={int(self.timeout * 1000)}"
         extra: dict[str, str | int] = {
-            "connect_timeout": max(1, int(self.timeout)),
-            "application_name": "item_socket",
-            "options": f"-c statement_timeout={int(self.timeout * 1000)}",
+            "options": f"{given['options']} {timeout_option}" if given.get("options") else timeout_option
         }
+        if "connect_timeout" not in given:
+            extra["connect_timeout"] = max(1, int(self.timeout))
+        if "application_name" not in given:
+            extra["application_name"] = "item_socket"
         if self.password_file is not None:
             try:
                 extra["password"] = self.password_file.read_text().strip()
@@ -110,7 +123,14 @@ class PostgresStore(DocumentStore):
 
     async def start(self) -> None:
         pool = AsyncConnectionPool(
-            self._conninfo(), min_size=1, max_size=self.pool_size, open=False, timeout=self.timeout
+            self._conninfo(),
+            min_size=1,
+            max_size=self.pool_size,
+            open=False,
+            timeout=self.timeout,
+            # No server-side prepared statements: they fail behind PgBouncer in transaction mode
+            # (https://github.com/psycopg/psycopg/issues/280); our few statements gain little from them.
+            kwargs={"prepare_threshold": None},
         )
         try:
             await pool.open(wait=True, timeout=self.timeout)
@@ -236,9 +256,16 @@ class PostgresStore(DocumentStore):
         return row is not None
 
     async def ping(self) -> None:
+        """One ``SELECT 1`` (the scale-out's readiness probe), within ``timeout`` seconds in all.
+
+        The whole round trip is bounded here, not only the pool wait: statement_timeout is enforced
+        by the server, so it cannot bound a server that stopped answering. Raises StoreError.
+        """
         try:
-            async with self._open_pool().connection() as conn:
+            async with asyncio.timeout(self.timeout), self._open_pool().connection() as conn:
                 await conn.execute("SELECT 1")
+        except TimeoutError as exc:
+            raise StoreError(f"PostgreSQL at {self.where} did not answer within {self.timeout:g} s") from exc
         except (psycopg.Error, PoolTimeout) as exc:
             raise StoreError(f"PostgreSQL at {self.where} does not answer: {exc}") from exc
 

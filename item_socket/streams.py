@@ -473,14 +473,12 @@ class DocumentStreams:
         except (RedisError, OSError) as exc:
             raise self._failed(f"read of {name!r}", exc) from exc
         self._succeeded(started)
-        started = time.perf_counter()
         try:
             snapshot = await self.store.load_snapshot(name)
         except StoreError:
             self.on_store_health(False)
             raise
         self.on_store_health(True)
-        self.metrics.store_seconds.labels("load").observe(time.perf_counter() - started)
         covered = stream_position(snapshot.position)
         updates = [snapshot.data] if snapshot.data else []
         position = snapshot.position
@@ -930,7 +928,7 @@ class DocumentStreams:
             )
             return "failed"
         self.on_store_health(True)
-        self.metrics.store_seconds.labels("compact").observe(time.perf_counter() - started)
+        self.metrics.compaction_seconds.observe(time.perf_counter() - started)
         log_event(
             logger,
             logging.DEBUG,

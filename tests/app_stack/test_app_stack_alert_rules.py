@@ -372,9 +372,7 @@ CASES: list[dict[str, Any]] = [
         [
             *histogram("item_socket_stream_lag_seconds", ITEM_SOCKET, FAST, 60),
             *histogram("item_socket_redis_seconds", ITEM_SOCKET, FAST, 60),
-            *histogram(
-                "item_socket_store_operation_seconds", {**ITEM_SOCKET, "operation": "append"}, FAST, 60
-            ),
+            *histogram("item_socket_store_operation_seconds", {**ITEM_SOCKET, "operation": "ping"}, FAST, 60),
         ],
         promql_expr_test=[
             *never_pending("ItemSocketStreamLagHigh", 0.5, 1, 5, 14),
@@ -383,13 +381,13 @@ CASES: list[dict[str, Any]] = [
         ],
     ),
     case(
-        "ItemSocketStreamLagHigh/RedisSlow/PostgresSlow: every update, round trip and append takes 1-2.5 s",
+        "ItemSocketStreamLagHigh/RedisSlow/PostgresSlow: every update, round trip and snapshot save: 1-2.5 s",
         "15s",
         [
             *histogram("item_socket_stream_lag_seconds", ITEM_SOCKET, SLOW, 60),
             *histogram("item_socket_redis_seconds", ITEM_SOCKET, SLOW, 60),
             *histogram(
-                "item_socket_store_operation_seconds", {**ITEM_SOCKET, "operation": "append"}, SLOW, 60
+                "item_socket_store_operation_seconds", {**ITEM_SOCKET, "operation": "save_snapshot"}, SLOW, 60
             ),
         ],
         alert_rule_test=[
@@ -412,8 +410,8 @@ CASES: list[dict[str, Any]] = [
             firing(
                 "PostgresSlow",
                 11,
-                {"severity": "warning", "instance": ITEM_SOCKET["instance"], "operation": "append"},
-                f"PostgreSQL append of item_socket {ITEM_SOCKET['instance']} over 1 s (p99)",
+                {"severity": "warning", "instance": ITEM_SOCKET["instance"], "operation": "save_snapshot"},
+                f"PostgreSQL save_snapshot of item_socket {ITEM_SOCKET['instance']} over 1 s (p99)",
             ),
         ],
     ),

@@ -338,6 +338,8 @@ def scale_out_rules() -> list[dict[str, Any]]:
         ),
         _alert(
             "PostgresSlow",
+            # PostgreSQL calls alone (load_snapshot, save_snapshot, the 2 s readiness ping): item_socket
+            # times them at the store's boundary, so Redis round trips never show here (RedisSlow).
             f"{_p99('item_socket_store_operation_seconds', 'instance, operation')} > {STORE_P99_SECONDS:g}",
             "10m",
             "warning",

@@ -125,3 +125,69 @@ def test_cli_exits_2_with_one_line_per_bad_field(tmp_path: Path) -> None:
     assert len(lines) == 2, result.stderr
     assert lines[0].startswith("item-socket: error: --port ")
     assert lines[1].startswith("item-socket: error: --flush-interval ")
+
+
+SCALE_OUT = ["--redis-url", "redis://127.0.0.1:6379/0", "--store-url", "postgresql://spaced@127.0.0.1/spaced"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "url", "password_flag"),
+    [
+        ("--redis-url", "redis://:s3cret@127.0.0.1:6379/0", "--redis-password-file"),
+        ("--redis-url", "redis://127.0.0.1:6379/0?password=s3cret", "--redis-password-file"),
+        ("--redis-url", "unix:///run/redis.sock?db=0&PASSWORD=s3cret", "--redis-password-file"),
+        ("--store-url", "postgresql://spaced:s3cret@127.0.0.1/spaced", "--store-password-file"),
+        ("--store-url", "postgresql://spaced@127.0.0.1/spaced?password=s3cret", "--store-password-file"),
+        (
+            "--store-url",
+            "postgres://spaced@127.0.0.1/spaced?sslmode=disable&password=s3cret",
+            "--store-password-file",
+        ),
+    ],
+)
+def test_a_password_in_a_url_is_refused_naming_the_file_flag_and_never_echoed(
+    flag: str, url: str, password_flag: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings([flag, url])
+    message = str(caught.value)
+    assert message.startswith(f"{flag} (")
+    assert f"must not carry a password; put it in {password_flag}" in message
+    assert "s3cret" not in message and "***" in message
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_both_postgresql_schemes_are_accepted(scheme: str) -> None:
+    url = f"{scheme}://spaced@127.0.0.1:5432/spaced?sslmode=disable&options=-c%20search_path%3Ddocs"
+    assert load_settings(["--store-url", url]).store_url == url
+
+
+@pytest.mark.parametrize(
+    ("flag", "url", "expected"),
+    [
+        ("--store-url", "mysql://spaced@127.0.0.1/spaced", "must be a postgresql:// or postgres:// URL"),
+        ("--redis-url", "http://127.0.0.1:6379", "must be a redis://, rediss:// or unix:// URL"),
+        (
+            "--store-url",
+            "postgresql://spaced@127.0.0.1/spaced?options=-c%20statement_timeout%3D0",
+            "must not set statement_timeout in its options",
+        ),
+    ],
+)
+def test_a_bad_url_is_refused_with_its_rule(flag: str, url: str, expected: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings([flag, url])
+    message = str(caught.value)
+    assert message.startswith(f"{flag} (") and expected in message and repr(url) in message
+
+
+def test_a_message_limit_over_redis_bulk_limit_is_refused_with_the_scale_out() -> None:
+    over = str(512 * 1024 * 1024 + 1)
+    with pytest.raises(SettingsError) as caught:
+        load_settings([*SCALE_OUT, "--max-message-bytes", over])
+    message = str(caught.value)
+    assert "--max-message-bytes" in message and "--redis-url" in message
+    assert "proto-max-bulk-len" in message and over in message
+    assert load_settings([*SCALE_OUT, "--max-message-bytes", str(512 * 1024 * 1024)]).scale_out
+    # One replica has no Redis: up to the flag's own maximum (1 GiB).
+    assert load_settings(["--max-message-bytes", str(1024 * 1024 * 1024)]).max_message_bytes == 1024**3
