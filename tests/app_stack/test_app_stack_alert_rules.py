@@ -100,6 +100,44 @@ def case(
 
 CASES: list[dict[str, Any]] = [
     case(
+        "RedisMemoryHigh/Full: two replicas report one Redis filling up; no limit never alerts",
+        "1m",
+        [
+            *(
+                series(name, {**ITEM_SOCKET, "instance": instance}, values)
+                for instance in ("10.0.1.7:8080", "10.0.1.8:8080")
+                for name, values in (
+                    ("item_socket_redis_memory_used_bytes", "500x10 850x20 970x20"),
+                    ("item_socket_redis_maxmemory_bytes", "1000x50"),
+                )
+            ),
+            series(
+                "item_socket_redis_memory_used_bytes", {**ITEM_SOCKET, "instance": "other:8080"}, "5000x50"
+            ),
+            series("item_socket_redis_maxmemory_bytes", {**ITEM_SOCKET, "instance": "other:8080"}, "0x50"),
+        ],
+        promql_expr_test=[
+            *never_pending("RedisMemoryHigh", 0, 5, 10),
+            *never_pending("RedisMemoryFull", 0, 10, 20, 30),
+        ],
+        alert_rule_test=[
+            not_firing("RedisMemoryHigh", 20),
+            firing(
+                "RedisMemoryHigh",
+                27,
+                {"severity": "warning"},
+                "Redis uses 85% of its maxmemory: compactions are not keeping up",
+            ),
+            not_firing("RedisMemoryFull", 31),
+            firing(
+                "RedisMemoryFull",
+                34,
+                {"severity": "critical"},
+                "Redis is at 97% of its maxmemory: item_socket edits are about to be refused",
+            ),
+        ],
+    ),
+    case(
         "HostCpuHigh: a fresh stack after 5 minutes of image builds at 100% CPU, then 5% busy",
         "15s",
         cpu_idle("0x19 14.25+14.25x220"),
@@ -452,12 +490,12 @@ CASES: list[dict[str, Any]] = [
         ],
     ),
     case(
-        "ItemSocketCompactionOverlap/CompactionsFailing: compactions succeed, some fenced, one failure",
+        "ItemSocketCompactionOverlap/CompactionsFailing: compactions succeed, some busy, one failure",
         "15s",
         [
             series("item_socket_compaction_overlaps_total", ITEM_SOCKET, "0x100"),
             series("item_socket_compactions_total", {**ITEM_SOCKET, "outcome": "compacted"}, "0+2x100"),
-            series("item_socket_compactions_total", {**ITEM_SOCKET, "outcome": "fenced"}, "0+1x100"),
+            series("item_socket_compactions_total", {**ITEM_SOCKET, "outcome": "busy"}, "0+1x100"),
             series("item_socket_compactions_total", {**ITEM_SOCKET, "outcome": "failed"}, "0x20 1x80"),
         ],
         promql_expr_test=[
@@ -481,6 +519,7 @@ CASES: list[dict[str, Any]] = [
                 {"severity": "critical", **ITEM_SOCKET},
                 f"item_socket {ITEM_SOCKET['instance']} ran a compaction while another held the document",
             ),
+            not_firing("ItemSocketCompactionOverlap", 20),  # 15 minutes without another overlap
             not_firing("ItemSocketCompactionsFailing", 15),
             firing(
                 "ItemSocketCompactionsFailing",

@@ -301,6 +301,10 @@ STREAM_LAG_P99_SECONDS = 1.0
 REDIS_P99_SECONDS = 0.1
 STORE_P99_SECONDS = 1.0
 OUTBOX_MINUTES = 5
+REDIS_MEMORY_WARNING = 0.8
+REDIS_MEMORY_CRITICAL = 0.95
+# Redis' used share of its maxmemory (no series while maxmemory is 0: no limit, nothing to warn of).
+_REDIS_MEMORY_SHARE = "max(item_socket_redis_memory_used_bytes / (item_socket_redis_maxmemory_bytes > 0))"
 BACKUP_STARTUP_GRACE_SECONDS = 1800
 """A fresh stack makes its first backup once item_socket has made its tables (within minutes);
 until Prometheus has run this long, no backup is missing yet."""
@@ -348,21 +352,39 @@ def scale_out_rules() -> list[dict[str, Any]]:
         ),
         _alert(
             "ItemSocketCompactionOverlap",
-            # Exactly one writer compacts a document at a time: any overlap is a bug to look at now.
-            "item_socket_compaction_overlaps_total > 0",
+            # Exactly one writer compacts a document at a time: any overlap (a lock lost mid-way,
+            # a snapshot fenced) is a bug to look at now. Resolves 15 minutes after the last one.
+            "increase(item_socket_compaction_overlaps_total[15m]) > 0",
             "0s",
             "critical",
             "item_socket {{ $labels.instance }} ran a compaction while another held the document",
         ),
         _alert(
             "ItemSocketCompactionsFailing",
-            # Fenced compactions (another replica got there first) are normal; failures are not,
+            # Busy compactions (another replica holds the lock) are normal; failures are not,
             # once they outnumber the successful ones.
             # (A replica that never compacted has no `compacted` series: it counts as 0.)
             f"{_FAILED} >= 3 and {_FAILED} > ({_COMPACTED} or {_FAILED} * 0)",
             "15m",
             "warning",
             "Most compactions of item_socket {{ $labels.instance }} fail: streams grow, syncs slow down",
+        ),
+        _alert(
+            "RedisMemoryHigh",
+            # Every replica reports the same Redis: one alert, not one per replica. At maxmemory
+            # (noeviction) Redis refuses appends, and edits are held, then refused.
+            f"{_REDIS_MEMORY_SHARE} > {REDIS_MEMORY_WARNING:g}",
+            "15m",
+            "warning",
+            "Redis uses {{ $value | humanizePercentage }} of its maxmemory: compactions are not keeping up",
+        ),
+        _alert(
+            "RedisMemoryFull",
+            f"{_REDIS_MEMORY_SHARE} > {REDIS_MEMORY_CRITICAL:g}",
+            "2m",
+            "critical",
+            "Redis is at {{ $value | humanizePercentage }} of its maxmemory: "
+            "item_socket edits are about to be refused",
         ),
         _alert(
             "ItemSocketOutboxGrowing",
