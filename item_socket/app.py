@@ -73,6 +73,7 @@ def create_app(settings: Settings, store: DocumentStore | None = None) -> web.Ap
             metrics,
             password_file=settings.redis_password_file,
             compact_after=settings.compact_after,
+            compact_max_age_s=settings.compact_max_age,
             awareness_timeout=settings.awareness_timeout,
         )
     registry = RoomRegistry(

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     compact_after: int = Field(
         500, ge=1, le=1_000_000, description="Stored updates of a document that trigger compaction."
     )
+    compact_max_age: float = Field(
+        600.0,
+        ge=1,
+        le=86400,
+        description="With --redis-url: seconds after which an open document's updates still only in its "
+        "Redis stream are compacted into PostgreSQL (what its backups hold), however few they are.",
+    )
     max_message_bytes: int = Field(
         32 * MIB,
         ge=64 * 1024,

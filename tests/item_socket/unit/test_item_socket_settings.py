@@ -61,6 +61,7 @@ def test_environment_variables_are_read_and_flags_win(monkeypatch: pytest.Monkey
         ("--flush-interval", "61", "less than or equal to 60"),
         ("--unload-grace", "-1", "greater than or equal to 0"),
         ("--compact-after", "0", "greater than or equal to 1"),
+        ("--compact-max-age", "0", "greater than or equal to 1"),
         ("--max-message-bytes", "1000", "greater than or equal to 65536"),
         ("--rate-limit", "-5", "greater than or equal to 0"),
         ("--rate-burst", "0", "greater than or equal to 1"),
@@ -127,14 +128,14 @@ def test_cli_exits_2_with_one_line_per_bad_field(tmp_path: Path) -> None:
     assert lines[1].startswith("item-socket: error: --flush-interval ")
 
 
-SCALE_OUT = ["--redis-url", "redis://127.0.0.1:6379/0", "--store-url", "postgresql://spaced@127.0.0.1/spaced"]
+SCALE_OUT = ["--redis-url", "redis://redis.test:6379/0", "--store-url", "postgresql://spaced@127.0.0.1/spaced"]
 
 
 @pytest.mark.parametrize(
     ("flag", "url", "password_flag"),
     [
-        ("--redis-url", "redis://:s3cret@127.0.0.1:6379/0", "--redis-password-file"),
-        ("--redis-url", "redis://127.0.0.1:6379/0?password=s3cret", "--redis-password-file"),
+        ("--redis-url", "redis://:s3cret@redis.test:6379/0", "--redis-password-file"),
+        ("--redis-url", "redis://redis.test:6379/0?password=s3cret", "--redis-password-file"),
         ("--redis-url", "unix:///run/redis.sock?db=0&PASSWORD=s3cret", "--redis-password-file"),
         ("--store-url", "postgresql://spaced:s3cret@127.0.0.1/spaced", "--store-password-file"),
         ("--store-url", "postgresql://spaced@127.0.0.1/spaced?password=s3cret", "--store-password-file"),
@@ -158,7 +159,7 @@ def test_a_password_in_a_url_is_refused_naming_the_file_flag_and_never_echoed(
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
 def test_both_postgresql_schemes_are_accepted(scheme: str) -> None:
-    url = f"{scheme}://spaced@127.0.0.1:5432/spaced?sslmode=disable&options=-c%20search_path%3Ddocs"
+    url = f"{scheme}://spaced@postgres.test:5432/spaced?sslmode=disable&options=-c%20search_path%3Ddocs"
     assert load_settings(["--store-url", url]).store_url == url
 
 
@@ -166,7 +167,7 @@ def test_both_postgresql_schemes_are_accepted(scheme: str) -> None:
     ("flag", "url", "expected"),
     [
         ("--store-url", "mysql://spaced@127.0.0.1/spaced", "must be a postgresql:// or postgres:// URL"),
-        ("--redis-url", "http://127.0.0.1:6379", "must be a redis://, rediss:// or unix:// URL"),
+        ("--redis-url", "http://redis.test:6379", "must be a redis://, rediss:// or unix:// URL"),
         (
             "--store-url",
             "postgresql://spaced@127.0.0.1/spaced?options=-c%20statement_timeout%3D0",
