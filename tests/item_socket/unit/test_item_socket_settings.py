@@ -128,7 +128,12 @@ def test_cli_exits_2_with_one_line_per_bad_field(tmp_path: Path) -> None:
     assert lines[1].startswith("item-socket: error: --flush-interval ")
 
 
-SCALE_OUT = ["--redis-url", "redis://redis.test:6379/0", "--store-url", "postgresql://spaced@127.0.0.1/spaced"]
+SCALE_OUT = [
+    "--redis-url",
+    "redis://redis.test:6379/0",
+    "--store-url",
+    "postgresql://spaced@127.0.0.1/spaced",
+]
 
 
 @pytest.mark.parametrize(
