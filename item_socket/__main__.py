@@ -15,9 +15,8 @@ from aiohttp import web
 from .app import create_app, drain
 from .keys import REGISTRY
 from .logs import configure_logging, log_event
-from .settings import Settings, SettingsError, load_settings
+from .settings import Settings, SettingsError, load_settings, redact
 from .store import StoreError
-from .store_postgres import redact as _redact
 
 logger = logging.getLogger("item_socket")
 
@@ -73,7 +72,7 @@ async def serve(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         data_dir=str(settings.data_dir),
-        store=_redact(settings.store_url) if settings.store_url else "sqlite",
+        store=redact(settings.store_url) if settings.store_url else "sqlite",
         redis=settings.redis_url,
         auth=settings.auth_secret_file is not None,
     )

@@ -199,10 +199,10 @@ def _refuse_password(url: str, password_flag: str) -> None:
         raise ValueError(f"must not carry a password; put it in {password_flag}")
 
 
-def _without_password(url: str) -> str:
+def redact(url: str) -> str:
     """``url`` with any password (user info or ``password=`` parameter) replaced by ``***``.
 
-    Error messages never echo a secret.
+    For error messages and logs, which never echo a secret; ``<unparseable URL>`` if it is not one.
     """
     try:
         parts = urlsplit(url)
@@ -266,7 +266,7 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
             source = "flag" if field in given else "environment"
             value = given.get(field, error.get("input"))
             if field in _URL_FIELDS and isinstance(value, str):
-                value = _without_password(value)
+                value = redact(value)
             lines.append(
                 f"{flag_name(field)} ({env_name(field)}, from {source}): {error['msg']} (got {value!r})"
             )

@@ -17,13 +17,13 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .logs import log_event
+from .settings import redact
 from .store import DocumentStore, Snapshot, StoreError, coalesce, merge_log, stream_position
 
 logger = logging.getLogger(__name__)
@@ -49,15 +49,6 @@ CREATE TABLE IF NOT EXISTS document_updates (
 );
 CREATE INDEX IF NOT EXISTS document_updates_by_name ON document_updates (name, id);
 """
-
-
-def redact(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 class PostgresStore(DocumentStore):
