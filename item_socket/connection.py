@@ -118,6 +118,9 @@ class Session:
     ``leave()`` at the end (idempotent).
     """
 
+    # One per connection for its whole life: no per-instance dict.
+    __slots__ = ("_bucket", "access", "buffer_limit", "document", "peer", "protocol", "room", "services")
+
     def __init__(self, services: Services, protocol: str, document: str) -> None:
         self.services = services
         self.protocol = protocol

@@ -136,6 +136,17 @@ class YWebsocketResponse(LimitedWebSocketResponse):
 class YWebsocketPeer(Peer):
     """A y-websocket connection. Broadcasts are written as one pre-encoded frame per message."""
 
+    __slots__ = (
+        "_buffer_limit",
+        "_closing",
+        "_transport",
+        "close_task",
+        "document",
+        "session",
+        "tasks",
+        "ws",
+    )
+
     protocol = PROTOCOL
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, session: Session) -> None:
@@ -147,7 +158,8 @@ class YWebsocketPeer(Peer):
         self._buffer_limit = session.buffer_limit
         self._closing = False
         self.close_task: asyncio.Task[Any] | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
+        # Tasks sending a large first sync in parts; a set of its own only when there is one.
+        self.tasks: set[asyncio.Task[None]] | None = None
 
     @property
     def transport(self) -> str:
@@ -184,6 +196,8 @@ class YWebsocketPeer(Peer):
         interleave between parts (whole frames; updates apply in any order).
         """
         task = asyncio.create_task(self._send_parts(diff))
+        if self.tasks is None:
+            self.tasks = set()
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -379,7 +393,7 @@ async def handle_ywebsocket(request: web.Request) -> web.StreamResponse:
         if ws.direct_queue is not None:
             ws.direct_queue.on_binary = None  # no message reaches a session that left
         session.leave()
-        for task in list(peer.tasks):
+        for task in list(peer.tasks or ()):
             task.cancel()
     if peer.close_task is not None:
         with contextlib.suppress(Exception):
