@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -179,17 +179,19 @@ async def _drain_on_shutdown(app: web.Application) -> None:
 
 
 @web.middleware
-async def _refuse_new_sessions_while_unavailable(
+def _refuse_new_sessions_while_unavailable(
     request: web.Request, handler: web.Handler
-) -> web.StreamResponse:
+) -> Awaitable[web.StreamResponse]:
     # A new Engine.IO session (no sid yet) is refused at the HTTP level while draining or full:
     # socket.io-client retries a failed handshake with its growing backoff. Refused later, in the
     # namespace, the client would get a final connect_error (see YjsNamespace.on_connect).
+    # Not a coroutine: it hands back the handler's own awaitable, so a WebSocket does not keep a
+    # frame of this middleware alive for its whole life (memory per idle connection).
     if request.path.startswith("/socket.io/") and "sid" not in request.query:
         refusal = request.app[CONNECTIONS].admission_error()
         if refusal:
             raise web.HTTPServiceUnavailable(text=f"{refusal}\n", headers={"Retry-After": "1"})
-    return await handler(request)
+    return handler(request)
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 from aiohttp import WSCloseCode, web
 from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
-from aiohttp.helpers import DEFAULT_CHUNK_SIZE
+from aiohttp.helpers import _EXC_SENTINEL, DEFAULT_CHUNK_SIZE
 from aiohttp.http import WebSocketError
 
 from .auth import Access, Authorizer, Unauthorized
@@ -100,11 +100,34 @@ class DirectQueue(WebSocketDataQueue):
     """
 
     on_message: Callable[[Any, int], bool] | None = None
+    # Set once the connection runs without a handler task (ywebsocket._Detached): what is not
+    # handled here is offered to its ``take_control`` (pings, pongs), else queued and ``wake()``
+    # starts a task to read it; ``task`` is that task while it runs (nothing overtakes it).
+    detached: Any = None
 
     def feed_data(self, data: Any, size: int) -> None:
         on_message = self.on_message
-        if on_message is None or self._buffer or not on_message(data, size):
-            super().feed_data(data, size)
+        detached = self.detached
+        if detached is None:
+            if on_message is None or self._buffer or not on_message(data, size):
+                super().feed_data(data, size)
+            return
+        if on_message is not None and not self._buffer and detached.task is None and on_message(data, size):
+            return
+        if detached.take_control(data):
+            return
+        super().feed_data(data, size)
+        detached.wake()
+
+    def feed_eof(self) -> None:
+        super().feed_eof()
+        if self.detached is not None:
+            self.detached.wake()
+
+    def set_exception(self, exc: BaseException, exc_cause: BaseException = _EXC_SENTINEL) -> None:
+        super().set_exception(exc, exc_cause)
+        if self.detached is not None:
+            self.detached.wake()
 
     def queue_for_task(self, message: Any, size: int) -> None:
         """Queue ``message`` for the task as the parser would (one ``on_message`` held back)."""
@@ -172,6 +195,9 @@ class Session:
     ``attach(peer)``; per received message ``accept_message(n)`` and ``await usable()``; always
     ``leave()`` at the end (idempotent).
     """
+
+    # One per connection for its whole life: no per-instance dict.
+    __slots__ = ("_bucket", "access", "buffer_limit", "document", "peer", "protocol", "room", "services")
 
     def __init__(self, services: Services, protocol: str, document: str) -> None:
         self.services = services

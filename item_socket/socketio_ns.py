@@ -12,9 +12,9 @@ import functools
 import importlib.metadata
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import engineio
 import socketio
@@ -381,6 +381,21 @@ async def close_engineio_session(
 
 class SocketIOPeer(Peer):
     """One client of one ``/yjs|<document>`` namespace."""
+
+    __slots__ = (
+        "_buffer_limit",
+        "_closing",
+        "_eio_socket",
+        "_websockets",
+        "_ws_transport",
+        "eio_sid",
+        "namespace",
+        "room",
+        "session",
+        "sid",
+        "sio",
+        "tasks",
+    )
 
     protocol = PROTOCOL
 
@@ -766,7 +781,8 @@ def oversized_polling_guard(sio: socketio.AsyncServer, metrics: Metrics, max_byt
     """
 
     @web.middleware
-    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+    def guard(request: web.Request, handler: Any) -> Awaitable[web.StreamResponse]:
+        # Not a coroutine for the requests it passes on: no frame of it lives as long as a WebSocket.
         length = request.content_length
         if (
             request.method == "POST"
@@ -774,35 +790,39 @@ def oversized_polling_guard(sio: socketio.AsyncServer, metrics: Metrics, max_byt
             and length > max_bytes
             and request.path.startswith("/socket.io/")
         ):
-            metrics.errors.labels("message_too_big").inc()
-            eio_sid = request.query.get("sid", "")
-            socket = sio.eio.sockets.get(eio_sid)
-            log_event(
-                logger,
-                logging.WARNING,
-                "message_too_big",
-                "long-polling POST of %d bytes exceeds --max-message-bytes %d; closing the session, "
-                "the client is told not to reconnect",
-                length,
-                max_bytes,
-                protocol=PROTOCOL,
-                reason=f"message too big: {length} bytes",
-            )
-            if socket is not None and not socket.closed and not socket.closing:
-                namespaces = _namespaces_of(sio, eio_sid)
-                for namespace in namespaces:
-                    sid = sio.manager.sid_from_eio_sid(eio_sid, namespace)
-                    if sid is not None:
-                        await sio.disconnect(sid, namespace=namespace)
-                if namespaces:
-                    for _ in range(int(_TOLD_WAIT_S / 0.05)):  # bounded wait for the client's CLOSE
-                        if socket.closed:
-                            break
-                        await asyncio.sleep(0.05)
-                if not socket.closed and not socket.closing:
-                    await socket.close(wait=False, abort=False, reason=sio.eio.reason.TRANSPORT_ERROR)
-            raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=length)
-        return await handler(request)
+            return refuse(request, length)
+        return cast("Awaitable[web.StreamResponse]", handler(request))
+
+    async def refuse(request: web.Request, length: int) -> web.StreamResponse:
+        """Tell the client not to come back, close its session, answer 413."""
+        metrics.errors.labels("message_too_big").inc()
+        eio_sid = request.query.get("sid", "")
+        socket = sio.eio.sockets.get(eio_sid)
+        log_event(
+            logger,
+            logging.WARNING,
+            "message_too_big",
+            "long-polling POST of %d bytes exceeds --max-message-bytes %d; closing the session, "
+            "the client is told not to reconnect",
+            length,
+            max_bytes,
+            protocol=PROTOCOL,
+            reason=f"message too big: {length} bytes",
+        )
+        if socket is not None and not socket.closed and not socket.closing:
+            namespaces = _namespaces_of(sio, eio_sid)
+            for namespace in namespaces:
+                sid = sio.manager.sid_from_eio_sid(eio_sid, namespace)
+                if sid is not None:
+                    await sio.disconnect(sid, namespace=namespace)
+            if namespaces:
+                for _ in range(int(_TOLD_WAIT_S / 0.05)):  # bounded wait for the client's CLOSE
+                    if socket.closed:
+                        break
+                    await asyncio.sleep(0.05)
+            if not socket.closed and not socket.closing:
+                await socket.close(wait=False, abort=False, reason=sio.eio.reason.TRANSPORT_ERROR)
+        raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=length)
 
     return guard
 
@@ -816,13 +836,15 @@ def closed_session_guard(sio: socketio.AsyncServer) -> Any:
     """
 
     @web.middleware
-    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+    def guard(request: web.Request, handler: Any) -> Awaitable[web.StreamResponse]:
+        # Not a coroutine: it hands back the handler's awaitable, so no frame of it lives as long
+        # as the WebSocket (memory per idle connection).
         if request.path.startswith("/socket.io/"):
             sid = request.query.get("sid")
             socket = sio.eio.sockets.get(sid) if sid else None
             if socket is not None and socket.closed:
                 sio.eio.sockets.pop(sid, None)
-        return await handler(request)
+        return cast("Awaitable[web.StreamResponse]", handler(request))
 
     return guard
 

@@ -8,7 +8,8 @@ import aiohttp
 import pytest
 from pycrdt import Doc, Text
 
-from item_socket.keys import METRICS, REGISTRY
+from item_socket import ywebsocket
+from item_socket.keys import CONNECTIONS, METRICS, REGISTRY
 from item_socket.yprotocol import (
     MESSAGE_QUERY_AWARENESS,
     SYNC_STEP2,
@@ -344,3 +345,30 @@ async def test_a_rejoin_storm_cuts_the_first_sync_once_per_document_state(
     assert len(cuts) == 2
     for client in (writer, late, *readers):
         await client.close()
+
+
+async def test_an_idle_connection_keeps_no_request_or_handler_task(
+    server: RunningServer, session: aiohttp.ClientSession
+) -> None:
+    """Memory per idle connection: once set up, a /ws connection holds neither aiohttp's request
+    nor a task (aiohttp 3.14, whose internals the detaching was verified against); it keeps
+    working, and leaves its document when the client goes."""
+    from item_socket import connection
+
+    verified = aiohttp.__version__.startswith(connection.DIRECT_READING_AIOHTTP)
+    a = await YWebsocketClient(session, server.ws_url("detached")).connect()
+    b = await YWebsocketClient(session, server.ws_url("detached")).connect()
+    peers = list(server.app[CONNECTIONS].peers)
+    assert len(peers) == 2
+    for peer in peers:
+        assert isinstance(peer, ywebsocket.YWebsocketPeer)
+        assert not hasattr(peer, "__dict__") and not hasattr(peer.session, "__dict__")
+        assert isinstance(peer.ws._req, ywebsocket._RequestStandIn) == verified
+    handlers = [t for t in asyncio.all_tasks() if "handle_ywebsocket" in repr(t.get_coro())]
+    assert len(handlers) == (0 if verified else 2)  # another aiohttp: each keeps its handler task
+    a.text += "still relayed"
+    await wait_until(lambda: str(b.text) == "still relayed", what="relayed after detaching")
+    await a.close()
+    await wait_until(lambda: len(server.app[CONNECTIONS].peers) == 1, what="a left")
+    await b.close()
+    await wait_until(lambda: not server.app[CONNECTIONS].peers, what="b left")
