@@ -372,3 +372,23 @@ async def test_an_idle_connection_keeps_no_request_or_handler_task(
     await wait_until(lambda: len(server.app[CONNECTIONS].peers) == 1, what="a left")
     await b.close()
     await wait_until(lambda: not server.app[CONNECTIONS].peers, what="b left")
+
+
+async def test_a_client_that_stops_answering_pings_is_dropped_and_leaves_its_document(
+    server_factory: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """A vanished client (no TCP close) is found by the server's ping, also once its connection runs
+    without a handler task: its session leaves the document and its awareness goes."""
+    server = await server_factory(ping_interval=2.0)  # pongs are due within 1 s
+    watcher = await YWebsocketClient(session, server.ws_url("silent")).connect()
+    silent = await session.ws_connect(server.ws_url("silent"), autoping=False)
+    presence = awareness_update(777, 1, {"u": 1})
+    await silent.send_bytes(b"\x01" + write_var_uint(len(presence)) + presence)  # 1: awareness
+    await wait_until(lambda: 777 in watcher.awareness_seen, what="the silent client's presence")
+    assert len(server.app[CONNECTIONS].peers) == 2
+    # The silent client reads nothing (its pings stay unanswered) and sends nothing from here on.
+    peers = server.app[CONNECTIONS].peers
+    await wait_until(lambda: len(peers) == 1, seconds=15, what="the silent client dropped")
+    await wait_until(lambda: watcher.awareness_seen.get(777, "") is None, seconds=10, what="presence gone")
+    await silent.close()
+    await watcher.close()
