@@ -30,45 +30,48 @@ def test_a_new_zone_is_created_and_records_point_at_it(mocks: RecordingMocks) ->
         {"name": ZONE, "enabled": True},
         "",
     )
-    created = [(r.name, r.inputs, r.resource_id) for r in mocks.of_type(RECORD_TYPE)]
-    assert created == [
-        (
-            "ionos-cloud-spaced.fun-a",
-            {
-                "zoneId": "ionos-cloud-spaced.fun-id",
-                "name": "",
-                "type": "A",
-                "content": "203.0.113.10",
-                "ttl": 300,
-                "enabled": True,
-            },
-            "",
-        ),
-        (
-            "ionos-cloud-ionos.spaced.fun-a",
-            {
-                "zoneId": "ionos-cloud-spaced.fun-id",
-                "name": "ionos",
-                "type": "A",
-                "content": "192.0.2.40",
-                "ttl": 600,
-                "enabled": True,
-            },
-            "",
-        ),
-        (
-            "ionos-cloud-mixed.spaced.fun-a",
-            {
-                "zoneId": "ionos-cloud-spaced.fun-id",
-                "name": "mixed",
-                "type": "A",
-                "content": "192.0.2.41",
-                "ttl": 300,
-                "enabled": True,
-            },
-            "",
-        ),
-    ]
+    # Sorted by name: the records register concurrently once the zone's ID resolves, in any order.
+    created = sorted((r.name, r.inputs, r.resource_id) for r in mocks.of_type(RECORD_TYPE))
+    assert created == sorted(
+        [
+            (
+                "ionos-cloud-spaced.fun-a",
+                {
+                    "zoneId": "ionos-cloud-spaced.fun-id",
+                    "name": "",
+                    "type": "A",
+                    "content": "203.0.113.10",
+                    "ttl": 300,
+                    "enabled": True,
+                },
+                "",
+            ),
+            (
+                "ionos-cloud-ionos.spaced.fun-a",
+                {
+                    "zoneId": "ionos-cloud-spaced.fun-id",
+                    "name": "ionos",
+                    "type": "A",
+                    "content": "192.0.2.40",
+                    "ttl": 600,
+                    "enabled": True,
+                },
+                "",
+            ),
+            (
+                "ionos-cloud-mixed.spaced.fun-a",
+                {
+                    "zoneId": "ionos-cloud-spaced.fun-id",
+                    "name": "mixed",
+                    "type": "A",
+                    "content": "192.0.2.41",
+                    "ttl": 300,
+                    "enabled": True,
+                },
+                "",
+            ),
+        ]
+    )
     assert mocks.calls == []
 
 
